@@ -1,0 +1,105 @@
+"""The aiohttp application factory."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+
+import asyncpg
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
+
+from service import keys, views
+from service.auth import Authenticator
+from service.db import create_pool
+from service.errors import error_middleware
+from service.ids import random_string
+from service.metrics import ApiMetrics, metrics_middleware, metrics_view
+from service.openapi import build_openapi
+from service.settings import Settings
+
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-Id", "")
+    request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else random_string(16)
+    request["request_id"] = request_id
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request_id
+    return response
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith("/v1/accounts"):
+        request[views.PRINCIPAL] = await request.app[keys.AUTHENTICATOR].authenticate(
+            request.headers.get("Authorization"), request.remote or "unknown"
+        )
+    return await handler(request)
+
+
+def redis_client(url: str) -> ArqRedis:
+    """A Redis client that never blocks a request for long when Redis is down."""
+    pool = ConnectionPool.from_url(
+        url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30
+    )
+    return ArqRedis(connection_pool=pool)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    pool: asyncpg.Pool | None = None,
+    redis: ArqRedis | None = None,
+) -> web.Application:
+    """Build the app. Resources handed in are used as they are and not closed here."""
+    settings = settings or Settings()
+    app = web.Application(
+        middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = ApiMetrics()
+
+    async def database(app: web.Application) -> AsyncIterator[None]:
+        own = pool is None
+        app[keys.POOL] = await create_pool(settings) if pool is None else pool
+        app[keys.AUTHENTICATOR] = Authenticator(
+            app[keys.POOL],
+            cache_seconds=settings.key_cache_seconds,
+            cache_size=settings.key_cache_size,
+            failures_per_minute=settings.auth_failures_per_minute,
+        )
+        yield
+        if own:
+            await app[keys.POOL].close()
+
+    async def queue(app: web.Application) -> AsyncIterator[None]:
+        own = redis is None
+        app[keys.REDIS] = redis_client(settings.redis_url) if redis is None else redis
+        yield
+        if own:
+            await app[keys.REDIS].aclose()
+
+    app.cleanup_ctx.extend([database, queue])
+
+    openapi = orjson.dumps(build_openapi())
+
+    async def openapi_view(_: web.Request) -> web.Response:
+        return web.Response(body=openapi, content_type="application/json")
+
+    app.router.add_get("/v1/accounts", views.list_accounts, allow_head=False)
+    app.router.add_get("/v1/accounts/{account_id}", views.get_account, allow_head=False)
+    app.router.add_delete("/v1/accounts/{account_id}", views.disconnect_account)
+    app.router.add_get("/v1/accounts/{account_id}/health", views.account_health, allow_head=False)
+    app.router.add_get("/v1/accounts/{account_id}/events", views.account_events, allow_head=False)
+    app.router.add_get("/v1/openapi.json", openapi_view, allow_head=False)
+    app.router.add_get("/healthz", views.healthz)
+    app.router.add_get("/readyz", views.readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

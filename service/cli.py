@@ -1,0 +1,308 @@
+"""The `octopost` command: migrate, serve, manage keys and accounts, run the dev stack."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TextIO
+
+import asyncpg
+
+from service import ids
+from service.db import migrate
+from service.importer import ImportError_, import_accounts, parse_lines
+from service.repository import accounts, tokens, workspaces
+from service.settings import Settings
+from service.tokenkeys import load_vault
+from service.vault import Sealed
+
+Command = Callable[[argparse.Namespace, Settings], Awaitable[int] | int]
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("OCTOPOST_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def _connect(settings: Settings) -> asyncpg.Connection:
+    conn: asyncpg.Connection = await asyncpg.connect(settings.database_url)
+    return conn
+
+
+async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    applied = await migrate(settings.database_url)
+    for m in applied:
+        print(f"applied {m.version:04d}_{m.name}")
+    if not applied:
+        print("database is up to date")
+    return 0
+
+
+def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from service.app import create_app
+    from service.server import serve_processes
+
+    if settings.is_production:
+        load_vault(settings)  # refuse to start without configured keys
+    serve_processes(lambda: create_app(settings), args.host, args.port, args.processes)
+    return 0
+
+
+async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    key = ids.new_api_key()
+    key_id = ids.new_key_id()
+    conn = await _connect(settings)
+    try:
+        async with conn.transaction():
+            workspace_id = await workspaces.ensure_workspace(conn, args.workspace)
+            await workspaces.insert_key(
+                conn, key_id, workspace_id, ids.key_display_prefix(key), ids.hash_api_key(key)
+            )
+    finally:
+        await conn.close()
+    print(f"created API key {key_id} for workspace {args.workspace!r}; it is shown only once:")
+    print(key)
+    return 0
+
+
+async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await _connect(settings)
+    try:
+        rows = await workspaces.revoke_key(conn, args.key)
+    finally:
+        await conn.close()
+    if not rows:
+        print(f"no active key matches {args.key!r}", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(f"revoked {row['id']} ({row['prefix']}...)")
+    return 0
+
+
+async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    conn = await _connect(settings)
+    try:
+        rows = await workspaces.list_keys(conn)
+    finally:
+        await conn.close()
+    print(f"{'id':<18} {'prefix':<17} {'workspace':<20} {'created':<20} {'last used':<20} state")
+    for r in rows:
+        print(
+            f"{r['id']:<18} {r['prefix'] + '...':<17} {r['workspace'][:20]:<20} "
+            f"{_ts(r['created_at']):<20} {_ts(r['last_used_at']):<20} "
+            f"{'revoked ' + _ts(r['revoked_at']) if r['revoked_at'] else 'active'}"
+        )
+    return 0
+
+
+def _ts(value: object) -> str:
+    from datetime import datetime
+
+    from service.models import format_timestamp
+
+    return format_timestamp(value) if isinstance(value, datetime) else "-"
+
+
+def _open_input(path: str) -> TextIO:
+    if path == "-":
+        return sys.stdin
+    return open(path, encoding="utf-8")
+
+
+async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> int:
+    vault = load_vault(settings)
+    source = _open_input(args.file)
+    try:
+        parsed = parse_lines(source)
+    except ImportError_ as exc:
+        print(f"octopost: {args.file}: {exc}; nothing was imported", file=sys.stderr)
+        return 2
+    except UnicodeDecodeError:
+        print(f"octopost: {args.file}: not UTF-8; nothing was imported", file=sys.stderr)
+        return 2
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    conn = await _connect(settings)
+    try:
+        async with conn.transaction():
+            workspace_id = await workspaces.ensure_workspace(conn, args.workspace)
+            account_ids = await import_accounts(conn, vault, workspace_id, parsed)
+    except ImportError_ as exc:
+        print(f"octopost: {args.file}: {exc}; nothing was imported", file=sys.stderr)
+        return 2
+    finally:
+        await conn.close()
+    for account_id in account_ids:
+        print(account_id)
+    return 0
+
+
+async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) -> int:
+    from service.app import redis_client
+    from service.revocations import enqueue_revocation
+
+    if not args.ids and not args.workspace:
+        print(
+            "octopost: give account ids, or --workspace (and optionally --platform)",
+            file=sys.stderr,
+        )
+        return 2
+    conn = await _connect(settings)
+    redis = redis_client(settings.redis_url)
+    failures = 0
+    try:
+        if args.ids:
+            targets = [(i, await accounts.workspace_of(conn, i)) for i in args.ids]
+        else:
+            rows = await accounts.ids_for_disconnect(conn, args.workspace, args.platform)
+            targets = [(r["id"], r["workspace_id"]) for r in rows]
+        for account_id, workspace_id in targets:
+            row = None
+            if workspace_id is not None:
+                row = await accounts.disconnect(
+                    conn, account_id, workspace_id, ids.new_revocation_id(), reason="ops"
+                )
+            if row is None:
+                print(f"{account_id}\tnot found", file=sys.stderr)
+                failures += 1
+                continue
+            queued = row["revocation_id"] is not None and await enqueue_revocation(
+                redis, row["revocation_id"]
+            )
+            state = (
+                "revocation queued"
+                if queued
+                else (
+                    "no tokens to revoke"
+                    if row["revocation_id"] is None
+                    else "revocation pending (queue unreachable; the relay will retry)"
+                )
+            )
+            print(f"{account_id}\tdisconnected\t{state}")
+    finally:
+        await redis.aclose()
+        await conn.close()
+    return 1 if failures else 0
+
+
+async def cmd_tokens_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    vault = load_vault(settings)
+    conn = await _connect(settings)
+    total = 0
+    try:
+        for table, fetch in (
+            ("tokens", tokens.tokens_not_under_key),
+            ("revocations", tokens.revocations_not_under_key),
+        ):
+            after = ""
+            while True:
+                rows = await fetch(conn, vault.current_key_id, after, 500)
+                if not rows:
+                    break
+                resealed = [vault.seal(r["id"], vault.open(r["id"], _sealed(r))) for r in rows]
+                keys_col = "revocation_id" if table == "revocations" else "id"
+                await tokens.reseal(
+                    conn,
+                    table,
+                    [r[keys_col] for r in rows],
+                    [s.key_id for s in resealed],
+                    [s.blob for s in resealed],
+                    [r["sealed"] for r in rows],
+                )
+                total += len(rows)
+                after = rows[-1][keys_col]
+        counts = await tokens.count_by_key(conn)
+    finally:
+        await conn.close()
+    print(f"re-encrypted {total} sealed token sets under key {vault.current_key_id!r}")
+    for r in counts:
+        print(f"  key {r['key_id']}: {r['n']}")
+    return 0
+
+
+def _sealed(row: asyncpg.Record) -> Sealed:
+    return Sealed(row["key_id"], row["sealed"])
+
+
+def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    from service.devstack import run_dev
+
+    return run_dev(settings, host=args.host, port=args.port)  # type: ignore[no-any-return]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="octopost", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("migrate", help="apply pending SQL migrations")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("api", help="serve the HTTP API")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); 0 = one per core",
+    )
+    p.set_defaults(func=cmd_api)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
+    p = keys.add_parser("create", help="create a key (and the workspace if new)")
+    p.add_argument("--workspace", required=True)
+    p.set_defaults(func=cmd_keys_create)
+    p = keys.add_parser("revoke", help="revoke a key by id or display prefix")
+    p.add_argument("key", metavar="PREFIX_OR_ID")
+    p.set_defaults(func=cmd_keys_revoke)
+    p = keys.add_parser("list", help="list keys (never the keys themselves)")
+    p.set_defaults(func=cmd_keys_list)
+
+    acc = sub.add_parser("accounts", help="connected accounts").add_subparsers(
+        dest="action", required=True
+    )
+    p = acc.add_parser("import", help="import or reconnect accounts from JSON lines")
+    p.add_argument("--workspace", required=True)
+    p.add_argument("file", metavar="FILE", help="JSON lines file, or - for stdin")
+    p.set_defaults(func=cmd_accounts_import)
+    p = acc.add_parser("disconnect", help="disconnect accounts and queue their revocation")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--workspace")
+    p.add_argument("--platform", choices=ids.PLATFORMS)
+    p.set_defaults(func=cmd_accounts_disconnect)
+
+    tok = sub.add_parser("tokens", help="token encryption keys").add_subparsers(
+        dest="action", required=True
+    )
+    p = tok.add_parser("rotate", help="re-encrypt every stored token under the first key")
+    p.set_defaults(func=cmd_tokens_rotate)
+
+    p = sub.add_parser("dev", help="run everything locally (embedded PostgreSQL and Redis)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    settings = Settings()
+    if getattr(args, "processes", 1) == 0:
+        args.processes = os.cpu_count() or 1
+    result = args.func(args, settings)
+    if asyncio.iscoroutine(result):
+        result = asyncio.run(result)
+    return int(result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

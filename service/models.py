@@ -1,0 +1,105 @@
+"""Pydantic models: the exact bodies the API serialises, and the source of the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with a Z, to the second, as the seed shows."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(format_timestamp, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-03-15T10:00:00Z"}),
+]
+
+Platform = Literal[
+    "twitter",
+    "bluesky",
+    "mastodon",
+    "linkedin",
+    "threads",
+    "instagram",
+    "facebook",
+    "tiktok",
+    "youtube",
+]
+
+HealthStatus = Literal[
+    "unchecked", "healthy", "degraded", "expired", "revoked", "deactivated", "disconnected"
+]
+HEALTH_STATUSES: tuple[str, ...] = HealthStatus.__args__  # type: ignore[attr-defined]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Account(_Model):
+    """A connected social media account (the seed's Account Object, field for field)."""
+
+    id: str
+    platform: Platform
+    platform_user_id: str
+    username: str
+    display_name: str
+    avatar_url: str | None
+    is_active: bool
+    connected_at: Timestamp
+    last_used_at: Timestamp | None
+
+
+class AccountList(_Model):
+    accounts: list[Account]
+
+
+class AccountPage(_Model):
+    """The list, when the caller asked for a page (`limit` or `cursor`)."""
+
+    accounts: list[Account]
+    has_more: bool
+    next_cursor: str | None
+
+
+class AccountHealth(_Model):
+    id: str
+    is_active: bool
+    status: HealthStatus
+    reason: str | None
+    last_checked_at: Timestamp | None
+    next_check_at: Timestamp | None
+    consecutive_transient_failures: int
+
+
+class AccountEvent(_Model):
+    id: int
+    kind: str
+    reason: str | None
+    detail: dict[str, Any] | None
+    created_at: Timestamp
+
+
+class AccountEventList(_Model):
+    events: list[AccountEvent]
+    has_more: bool
+    next_cursor: str | None
+
+
+class ErrorDetail(_Model):
+    type: str
+    message: str
+
+
+class ErrorBody(_Model):
+    error: ErrorDetail
+
+
+class Health(_Model):
+    status: str
+    checks: dict[str, str] = {}

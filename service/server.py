@@ -1,0 +1,144 @@
+"""Running the app: a runner whose protocol-level errors are JSON too, and multi-process serving.
+
+aiohttp answers requests it cannot parse (oversized headers, bad request lines, invalid
+characters) before any middleware runs, with a text/plain page. The handler subclass below
+renders those in the same JSON error body as everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from aiohttp.web_server import Server
+
+from service.errors import error_type
+from service.ids import random_string
+
+log = logging.getLogger("octopost.server")
+
+
+class JsonErrorRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            log.error("protocol error", exc_info=exc)
+        text = "internal error" if status >= 500 else "the request could not be parsed"
+        if exc is not None and status < 500:
+            # aiohttp's parser messages say what was wrong (header too long, bad method)
+            text = f"{text}: {type(exc).__name__}"
+        body = orjson.dumps({"error": {"type": error_type(status), "message": text}})
+        response = web.Response(
+            status=status,
+            body=body,
+            content_type="application/json",
+            headers={"X-Request-Id": random_string(16)},
+        )
+        response.force_close()
+        return response
+
+
+class JsonErrorServer(Server):
+    def __call__(self) -> RequestHandler:
+        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AppRunner(web.AppRunner):
+    async def _make_server(self) -> Server:
+        server = await super()._make_server()
+        server.__class__ = JsonErrorServer
+        return server
+
+
+async def serve(
+    app_factory: Callable[[], web.Application],
+    host: str,
+    port: int,
+    *,
+    reuse_port: bool = False,
+    shutdown_timeout: float = 30.0,
+) -> None:
+    """Serve until SIGINT/SIGTERM, then stop accepting and drain in-flight requests."""
+    runner = AppRunner(
+        app_factory(), access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=False
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
+    await site.start()
+    log.info("serving on http://%s:%s pid=%s", host, port, os.getpid())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down pid=%s", os.getpid())
+        await runner.cleanup()
+
+
+def run(coro_factory: Callable[[], Any]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(coro_factory())
+    else:
+        if sys.version_info >= (3, 12):  # pragma: no cover
+            uvloop.run(coro_factory())
+        else:
+            uvloop.install()
+            asyncio.run(coro_factory())
+
+
+def serve_processes(
+    app_factory: Callable[[], web.Application], host: str, port: int, processes: int
+) -> None:
+    """Serve with N processes sharing one port through SO_REUSEPORT (the kernel balances)."""
+    if processes <= 1:
+        run(lambda: serve(app_factory, host, port))
+        return
+    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
+        raise SystemExit("several processes on one port need SO_REUSEPORT (Linux, BSD)")
+    children: list[int] = []
+    for _ in range(processes):
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                run(lambda: serve(app_factory, host, port, reuse_port=True))
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for child in children:
+        while True:
+            try:
+                os.waitpid(child, 0)
+                break
+            except ChildProcessError:
+                break
+            except InterruptedError:  # pragma: no cover
+                continue
