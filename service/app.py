@@ -13,9 +13,9 @@ from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
 from service import keys, views
-from service.auth import Authenticator
+from service.auth import PRINCIPAL, Authenticator
 from service.db import create_pool
-from service.errors import error_middleware
+from service.errors import PayloadTooLarge, error_middleware
 from service.ids import random_string
 from service.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.openapi import build_openapi
@@ -28,16 +28,26 @@ _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-Id", "")
     request_id = incoming if _REQUEST_ID_RE.fullmatch(incoming) else random_string(16)
-    request["request_id"] = request_id
+    request[keys.REQUEST_ID] = request_id
     response = await handler(request)
     response.headers["X-Request-Id"] = request_id
     return response
 
 
 @web.middleware
+async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # No endpoint reads a body, so aiohttp's client_max_size never triggers; refuse an
+    # oversized one up front instead of silently ignoring it.
+    limit = request.app[keys.SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    return await handler(request)
+
+
+@web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.path.startswith("/v1/accounts"):
-        request[views.PRINCIPAL] = await request.app[keys.AUTHENTICATOR].authenticate(
+        request[PRINCIPAL] = await request.app[keys.AUTHENTICATOR].authenticate(
             request.headers.get("Authorization"), request.remote or "unknown"
         )
     return await handler(request)
@@ -60,7 +70,13 @@ def create_app(
     """Build the app. Resources handed in are used as they are and not closed here."""
     settings = settings or Settings()
     app = web.Application(
-        middlewares=[request_id_middleware, metrics_middleware, error_middleware, auth_middleware],
+        middlewares=[
+            request_id_middleware,
+            metrics_middleware,
+            error_middleware,
+            body_limit_middleware,
+            auth_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[keys.SETTINGS] = settings

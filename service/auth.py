@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
+from aiohttp import web
 
 from service.errors import TooManyRequests, Unauthorized
 from service.ids import hash_api_key, is_well_formed_key
@@ -21,6 +22,9 @@ TOUCH_INTERVAL_SECONDS = 60.0
 class Principal:
     key_id: str
     workspace_id: int
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 @dataclass(slots=True)

@@ -12,6 +12,7 @@ from aiohttp.typedefs import Handler
 from redis.exceptions import RedisError
 
 from service.db import UNAVAILABLE_ERRORS
+from service.keys import REQUEST_ID
 
 log = logging.getLogger("octopost.api")
 
@@ -82,6 +83,11 @@ class NotFound(ApiError):
     type = "not_found"
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+    type = "payload_too_large"
+
+
 class TooManyRequests(ApiError):
     status = 429
     type = "rate_limited"
@@ -115,7 +121,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except UNAVAILABLE_ERRORS as exc:
         log.warning(
             "database unavailable request_id=%s error=%s",
-            request.get("request_id"),
+            request.get(REQUEST_ID),
             type(exc).__name__,
         )
         return error_response(
@@ -126,7 +132,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except RedisError as exc:
         log.warning(
             "redis unavailable request_id=%s error=%s",
-            request.get("request_id"),
+            request.get(REQUEST_ID),
             type(exc).__name__,
         )
         return error_response(
@@ -137,7 +143,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception(
             "unhandled error request_id=%s %s %s",
-            request.get("request_id"),
+            request.get(REQUEST_ID),
             request.method,
             request.rel_url.path,
         )

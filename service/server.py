@@ -59,6 +59,13 @@ class JsonErrorServer(Server):
 
 
 class AppRunner(web.AppRunner):
+    # Room for a 10 KB id in the request line, so it is judged (404) rather than cut off;
+    # anything larger is refused by the parser with a JSON 400.
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("max_line_size", 16 * 1024)
+        kwargs.setdefault("max_field_size", 16 * 1024)
+        super().__init__(app, **kwargs)
+
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = JsonErrorServer

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from service import cursor, keys
-from service.auth import Principal
+from service.auth import PRINCIPAL, Principal
 from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.ids import PLATFORMS, is_plausible_id, new_revocation_id
 from service.models import (
@@ -28,7 +28,6 @@ log = logging.getLogger("octopost.api")
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
-PRINCIPAL = "principal"
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -40,8 +39,7 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
 
 
 def principal(request: web.Request) -> Principal:
-    p: Principal = request[PRINCIPAL]
-    return p
+    return request[PRINCIPAL]
 
 
 def _one(request: web.Request, name: str) -> str | None:
