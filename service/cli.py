@@ -235,7 +235,7 @@ def _sealed(row: asyncpg.Record) -> Sealed:
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from service.devstack import run_dev
 
-    return run_dev(settings, host=args.host, port=args.port)  # type: ignore[no-any-return]
+    return run_dev(settings, host=args.host, port=args.port)
 
 
 def build_parser() -> argparse.ArgumentParser:
