@@ -232,6 +232,136 @@ def _sealed(row: asyncpg.Record) -> Sealed:
     return Sealed(row["key_id"], row["sealed"])
 
 
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.settings import make_worker
+
+    load_vault(settings)  # fail before connecting anything if keys are missing
+    worker = make_worker(settings, **({"burst": True} if args.burst else {}))
+    worker.run()
+    return 0
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    from worker.sandbox.app import serve
+
+    serve(args.host, args.port, args.latency_ms)
+    return 0
+
+
+SWEEP_COLUMNS = ("checked", "healthy", "deactivated", "refreshed", "transient", "unknown")
+
+
+def _progress(row: asyncpg.Record, width: int = 30) -> str:
+    claimed, done = row["claimed"], row["checked"] + row["skipped"]
+    claiming = row["status"] in ("queued", "claiming")
+    frac = 0.0 if claimed == 0 else min(1.0, done / claimed)
+    bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
+    total = f"{claimed}{'+' if claiming else ''}"
+    return f"[{bar}] {done}/{total} {row['status']}"
+
+
+def _summary(row: asyncpg.Record) -> str:
+    counts = " ".join(f"{c}={row[c]}" for c in SWEEP_COLUMNS)
+    return f"sweep {row['id']} {row['status']}: {counts} skipped={row['skipped']}"
+
+
+async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    from service.app import redis_client
+    from service.repository import health
+
+    conn = await _connect(settings)
+    redis = redis_client(settings.redis_url)
+    try:
+        sweep_id = await health.create_sweep(conn, "manual", args.platform, args.account)
+        await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+        scope = args.account or args.platform or "all accounts"
+        print(f"sweep {sweep_id} queued ({scope})")
+        if not args.wait:
+            return 0
+        started = time.monotonic()
+        hinted = False
+        while True:
+            row = await health.get_sweep(conn, sweep_id)
+            assert row is not None
+            if sys.stderr.isatty():
+                print(f"\r{_progress(row)}", end="", file=sys.stderr, flush=True)
+            if row["status"] == "done":
+                break
+            if row["status"] == "queued" and not hinted and time.monotonic() - started > 10:
+                print(
+                    "\nno worker has picked the sweep up yet; is `octopost worker` running?",
+                    file=sys.stderr,
+                )
+                hinted = True
+            if args.timeout and time.monotonic() - started > args.timeout:
+                print(f"\ngave up waiting after {args.timeout}s: {_summary(row)}", file=sys.stderr)
+                return 1
+            await asyncio.sleep(0.25)
+        if sys.stderr.isatty():
+            print(file=sys.stderr)
+        print(_summary(row))
+    finally:
+        await redis.aclose()
+        await conn.close()
+    return 0
+
+
+async def cmd_sweeps(args: argparse.Namespace, settings: Settings) -> int:
+    from service.repository import health
+
+    conn = await _connect(settings)
+    try:
+        rows = await health.list_sweeps(conn, args.limit)
+    finally:
+        await conn.close()
+    print(
+        f"{'id':>6} {'trigger':<9} {'scope':<14} {'status':<9} {'started':<20} {'secs':>7} "
+        + " ".join(f"{c:>11}" for c in (*SWEEP_COLUMNS, "skipped"))
+    )
+    for r in rows:
+        secs = (
+            f"{(r['finished_at'] - r['started_at']).total_seconds():.1f}"
+            if r["finished_at"] and r["started_at"]
+            else "-"
+        )
+        scope = (r["account_id"] or r["platform"] or "all")[:14]
+        print(
+            f"{r['id']:>6} {r['trigger']:<9} {scope:<14} {r['status']:<9} "
+            f"{_ts(r['started_at']):<20} {secs:>7} "
+            + " ".join(f"{r[c]:>11}" for c in (*SWEEP_COLUMNS, "skipped"))
+        )
+    return 0
+
+
+async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
+    from service.repository import revocations
+
+    statuses = (
+        ["pending", "failed", "done", "unsupported"]
+        if args.all
+        else [args.status]
+        if args.status
+        else ["pending", "failed"]
+    )
+    conn = await _connect(settings)
+    try:
+        rows = await revocations.list_revocations(conn, statuses, args.limit)
+    finally:
+        await conn.close()
+    print(
+        f"{'id':<21} {'account':<21} {'platform':<10} {'status':<12} {'tries':>5} "
+        f"{'created':<20} last error"
+    )
+    for r in rows:
+        print(
+            f"{r['id']:<21} {r['account_id']:<21} {r['platform']:<10} {r['status']:<12} "
+            f"{r['attempts']:>5} {_ts(r['created_at']):<20} {r['last_error'] or ''}"
+        )
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from service.devstack import run_dev
 
@@ -284,6 +414,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = tok.add_parser("rotate", help="re-encrypt every stored token under the first key")
     p.set_defaults(func=cmd_tokens_rotate)
+
+    p = sub.add_parser("worker", help="run the token-health and revocation worker (arq)")
+    p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("sweep", help="check tokens now (all, one platform, or one account)")
+    p.add_argument("--platform", choices=ids.PLATFORMS)
+    p.add_argument("--account", metavar="ID")
+    p.add_argument("--wait", action="store_true", help="show progress and the final counts")
+    p.add_argument("--timeout", type=float, default=0, help="with --wait: give up after N s")
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("sweeps", help="list recent sweeps")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_sweeps)
+
+    p = sub.add_parser("revocations", help="list pending and failed revocations")
+    p.add_argument("--status", default=None, choices=("pending", "failed", "done", "unsupported"))
+    p.add_argument("--all", action="store_true", help="every status")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_revocations)
+
+    p = sub.add_parser("sandbox", help="serve the platform sandbox (fake platform APIs)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("dev", help="run everything locally (embedded PostgreSQL and Redis)")
     p.add_argument("--host", default="127.0.0.1")

@@ -37,6 +37,32 @@ class Settings(BaseSettings):
     # Largest request body accepted, in bytes (the API takes no bodies today).
     max_body_bytes: int = 64 * 1024
     public_base_url: str = "http://localhost:8080"
+    # --- token health (worker) ---
+    # Scheduled sweeps start every N minutes (arq cron); 0 turns the schedule off.
+    sweep_interval_minutes: int = 5
+    sweep_batch_size: int = 250
+    # How many claimed-but-unchecked accounts one sweep lets queue up before it waits.
+    sweep_max_ahead: int = 10_000
+    # A claimed account is left alone by other sweeps this long (crashed worker recovery).
+    check_lease_seconds: float = 600.0
+    # A healthy token is checked again after this long (X bills per call: keep it rare).
+    check_interval_seconds: float = 6 * 3600.0
+    # Refresh a token with a refresh grant when its access expiry is this close.
+    refresh_margin_seconds: float = 1800.0
+    # Backoff for transient failures: base * 2^(n-1), capped, never below the platform's ask.
+    backoff_base_seconds: float = 60.0
+    backoff_max_seconds: float = 6 * 3600.0
+    degraded_after_failures: int = 3
+    # Requests in flight per platform per worker process, and requests per second per
+    # platform shared by all workers (through Redis).
+    platform_concurrency: int = 128
+    platform_rate_per_second: int = 1000
+    worker_max_jobs: int = 8
+    worker_metrics_port: int = 0
+    # --- revocations ---
+    revoke_max_attempts: int = 8
+    revoke_relay_grace_seconds: float = 60.0
+
     # Where `octopost dev` keeps its embedded databases and the development token key.
     data_dir: Path = Path(".var")
 

@@ -1,0 +1,273 @@
+"""Token-health SQL: claiming due accounts, loading them with their sealed tokens, writing
+outcomes in batches, storing refreshed tokens, and sweep bookkeeping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+# --- sweeps -------------------------------------------------------------------------------
+
+CREATE_SWEEP = """
+INSERT INTO sweeps (trigger, platform, account_id) VALUES ($1, $2, $3) RETURNING id
+"""
+START_SWEEP = """
+UPDATE sweeps SET status = 'claiming', started_at = coalesce(started_at, now())
+WHERE id = $1 AND status IN ('queued', 'claiming')
+RETURNING trigger, platform, account_id
+"""
+END_CLAIMING = "UPDATE sweeps SET status = 'running' WHERE id = $1 AND status = 'claiming'"
+# A sweep is over when no live account still holds its lease: checked, skipped, disconnected
+# meanwhile, or re-claimed by a later sweep after the lease ran out all count as over.
+FINISH_IF_IDLE = """
+UPDATE sweeps SET status = 'done', finished_at = now()
+WHERE id = $1 AND status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM accounts
+                  WHERE lease_sweep_id = $1 AND disconnected_at IS NULL)
+RETURNING id
+"""
+ADD_CLAIMED = "UPDATE sweeps SET claimed = claimed + $2 WHERE id = $1"
+GET_SWEEP = "SELECT * FROM sweeps WHERE id = $1"
+LIST_SWEEPS = "SELECT * FROM sweeps ORDER BY id DESC LIMIT $1"
+
+# Scheduled sweeps take what is due; a manual sweep takes everything in its scope that it
+# has not taken yet. Either way a lease (next_check_at pushed forward, lease_sweep_id set)
+# keeps other sweeps off the account until the check is written or the lease runs out.
+CLAIM_DUE = """
+WITH due AS (
+    SELECT id FROM accounts
+    WHERE disconnected_at IS NULL
+      AND ($2::text IS NULL OR platform = $2)
+      AND ($3::text IS NULL OR id = $3)
+      AND CASE WHEN $4::boolean
+               THEN last_sweep_id IS DISTINCT FROM $1
+                    AND (lease_sweep_id IS NULL OR next_check_at <= now())
+               ELSE next_check_at <= now() END
+    ORDER BY next_check_at
+    LIMIT $5
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE accounts a
+SET next_check_at = now() + make_interval(secs => $6),
+    last_sweep_id = $1,
+    lease_sweep_id = $1
+FROM due WHERE a.id = due.id
+RETURNING a.id
+"""
+
+# Everything a check needs, for one batch, in one round trip. Rows whose lease this sweep
+# no longer holds (finished by an earlier try of the batch, re-claimed after the lease ran
+# out, disconnected) are not returned, so nothing is checked twice.
+LOAD_BATCH = """
+SELECT a.id, a.platform, a.platform_user_id, a.instance_url, a.is_active, a.health_status,
+       a.transient_failures,
+       t.key_id, t.sealed, t.has_refresh, t.access_expires_at, t.refresh_expires_at,
+       t.scopes, t.generation
+FROM accounts a LEFT JOIN account_tokens t ON t.account_id = a.id
+WHERE a.id = ANY($1::text[]) AND a.lease_sweep_id = $2 AND a.disconnected_at IS NULL
+"""
+
+# One statement writes every outcome of a batch, releases the leases, records the events
+# and adds the counts to the sweep. `WHERE lease_sweep_id = $sweep` makes a late writer
+# (its lease expired and another sweep re-claimed) a no-op, and a disconnected account is
+# never written back to life.
+APPLY_OUTCOMES = """
+WITH o AS (
+    SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
+                         $7::timestamptz[], $8::integer[], $9::text[], $10::text[])
+        AS o(id, outcome, status, reason, is_active, next_check_at, transient_failures,
+             error_code, event)
+), upd AS (
+    UPDATE accounts a SET
+        health_status = o.status,
+        health_reason = o.reason,
+        health_error_code = o.error_code,
+        is_active = coalesce(o.is_active, a.is_active),
+        last_checked_at = CASE WHEN o.outcome = 'skipped' THEN a.last_checked_at ELSE now() END,
+        next_check_at = o.next_check_at,
+        transient_failures = o.transient_failures,
+        lease_sweep_id = NULL
+    FROM o
+    WHERE a.id = o.id AND a.lease_sweep_id = $1 AND a.disconnected_at IS NULL
+    RETURNING a.id, o.outcome, o.event, o.reason, o.error_code
+), ev AS (
+    INSERT INTO account_events (account_id, kind, reason, detail)
+    SELECT id, event, reason,
+           CASE WHEN error_code IS NULL THEN NULL
+                ELSE jsonb_build_object('error_code', error_code) END
+    FROM upd WHERE event IS NOT NULL
+), counts AS (
+    SELECT count(*) FILTER (WHERE outcome <> 'skipped') AS checked,
+           count(*) FILTER (WHERE outcome = 'valid') AS healthy,
+           count(*) FILTER (WHERE outcome = 'dead') AS deactivated,
+           count(*) FILTER (WHERE outcome = 'transient') AS transient,
+           count(*) FILTER (WHERE outcome = 'unknown') AS unknown,
+           count(*) FILTER (WHERE outcome = 'skipped') AS skipped
+    FROM upd
+)
+UPDATE sweeps s SET
+    checked = s.checked + c.checked,
+    healthy = s.healthy + c.healthy,
+    deactivated = s.deactivated + c.deactivated,
+    transient = s.transient + c.transient,
+    unknown = s.unknown + c.unknown,
+    skipped = s.skipped + c.skipped,
+    refreshed = s.refreshed + $11
+FROM counts c
+WHERE s.id = $1
+RETURNING c.checked, c.skipped
+"""
+
+# --- tokens during checks --------------------------------------------------------------------
+
+READ_TOKENS = """
+SELECT key_id, sealed, has_refresh, access_expires_at, refresh_expires_at, scopes, generation
+FROM account_tokens WHERE account_id = $1
+"""
+# Compare-and-swap on the generation: a refresh that lost a race (or whose account was
+# disconnected meanwhile, which deletes the row) writes nothing.
+STORE_REFRESHED = """
+UPDATE account_tokens SET
+    key_id = $3, sealed = $4, has_refresh = $5, access_expires_at = $6,
+    refresh_expires_at = coalesce($7, refresh_expires_at),
+    scopes = coalesce($8, scopes), generation = generation + 1, updated_at = now()
+WHERE account_id = $1 AND generation = $2
+RETURNING generation
+"""
+COUNT_BY_STATUS = """
+SELECT platform, health_status, count(*) AS n FROM accounts
+WHERE disconnected_at IS NULL GROUP BY platform, health_status
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    account_id: str
+    outcome: str  # valid | dead | transient | unknown | skipped
+    status: str
+    reason: str | None
+    is_active: bool | None
+    next_check_at: datetime
+    transient_failures: int
+    error_code: str | None
+    event: str | None
+
+
+async def create_sweep(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    trigger: str,
+    platform: str | None = None,
+    account_id: str | None = None,
+) -> int:
+    sweep_id: int = await conn.fetchval(CREATE_SWEEP, trigger, platform, account_id)
+    return sweep_id
+
+
+async def start_sweep(conn: asyncpg.Pool, sweep_id: int) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(START_SWEEP, sweep_id)
+    return row
+
+
+async def claim_due(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    sweep_id: int,
+    *,
+    platform: str | None,
+    account_id: str | None,
+    force: bool,
+    limit: int,
+    lease_seconds: float,
+) -> list[str]:
+    rows = await conn.fetch(CLAIM_DUE, sweep_id, platform, account_id, force, limit, lease_seconds)
+    return [r["id"] for r in rows]
+
+
+async def add_claimed(conn: asyncpg.Connection | asyncpg.Pool, sweep_id: int, n: int) -> None:
+    await conn.execute(ADD_CLAIMED, sweep_id, n)
+
+
+async def end_claiming(conn: asyncpg.Pool, sweep_id: int) -> None:
+    await conn.execute(END_CLAIMING, sweep_id)
+
+
+async def finish_if_idle(conn: asyncpg.Pool, sweep_id: int) -> bool:
+    return await conn.fetchval(FINISH_IF_IDLE, sweep_id) is not None
+
+
+async def get_sweep(
+    conn: asyncpg.Connection | asyncpg.Pool, sweep_id: int
+) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(GET_SWEEP, sweep_id)
+    return row
+
+
+async def list_sweeps(conn: asyncpg.Connection | asyncpg.Pool, limit: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(LIST_SWEEPS, limit)
+    return rows
+
+
+async def load_batch(conn: asyncpg.Pool, sweep_id: int, ids: list[str]) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(LOAD_BATCH, ids, sweep_id)
+    return rows
+
+
+async def apply_outcomes(
+    conn: asyncpg.Pool, sweep_id: int, outcomes: list[Outcome], refreshed: int
+) -> tuple[int, int]:
+    if not outcomes:
+        return 0, 0
+    row = await conn.fetchrow(
+        APPLY_OUTCOMES,
+        sweep_id,
+        [o.account_id for o in outcomes],
+        [o.outcome for o in outcomes],
+        [o.status for o in outcomes],
+        [o.reason for o in outcomes],
+        [o.is_active for o in outcomes],
+        [o.next_check_at for o in outcomes],
+        [o.transient_failures for o in outcomes],
+        [o.error_code for o in outcomes],
+        [o.event for o in outcomes],
+        refreshed,
+    )
+    if row is None:  # the sweep row is gone; the accounts were still written
+        return 0, 0
+    return int(row["checked"]), int(row["skipped"])
+
+
+async def read_tokens(conn: asyncpg.Pool, account_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(READ_TOKENS, account_id)
+    return row
+
+
+async def store_refreshed(
+    conn: asyncpg.Pool,
+    account_id: str,
+    generation: int,
+    *,
+    key_id: str,
+    sealed: bytes,
+    has_refresh: bool,
+    access_expires_at: datetime | None,
+    refresh_expires_at: datetime | None,
+    scopes: list[str] | None,
+) -> int | None:
+    new_generation: int | None = await conn.fetchval(
+        STORE_REFRESHED,
+        account_id,
+        generation,
+        key_id,
+        sealed,
+        has_refresh,
+        access_expires_at,
+        refresh_expires_at,
+        scopes,
+    )
+    return new_generation
+
+
+async def count_by_status(conn: asyncpg.Pool) -> list[dict[str, Any]]:
+    return [dict(r) for r in await conn.fetch(COUNT_BY_STATUS)]

@@ -1,0 +1,100 @@
+"""Per-platform limits shared by every worker: concurrency, a request budget, and pauses.
+
+- Concurrency: a semaphore per platform in each process, so one slow platform holds its own
+  slots and never the others'.
+- Budget: requests per second per platform across all workers, counted in Redis per
+  one-second window. A process takes permits in chunks to keep Redis off the hot path.
+- Pauses: when a platform says "stop until T" (429 with a reset, Meta app-level throttling,
+  quotas), every worker leaves that platform alone until T.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from arq.connections import ArqRedis
+
+T = TypeVar("T")
+
+PAUSE_KEY = "octopost:pause:{}"
+BUDGET_KEY = "octopost:budget:{}:{}"
+PAUSE_CACHE_SECONDS = 1.0
+
+
+@dataclass(slots=True)
+class _Permits:
+    window: int = -1
+    left: int = 0
+
+
+class PlatformLimits:
+    def __init__(
+        self, redis: ArqRedis, *, concurrency: int, rate_per_second: int, chunk: int = 25
+    ) -> None:
+        self.redis = redis
+        self.concurrency = concurrency
+        self.rate = rate_per_second
+        self.chunk = max(1, min(chunk, rate_per_second))
+        self._semaphores: dict[str, asyncio.Semaphore] = {}
+        self._permits: dict[str, _Permits] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._pauses: dict[str, tuple[float, float]] = {}  # platform -> (until, read_at)
+
+    def _semaphore(self, platform: str) -> asyncio.Semaphore:
+        sem = self._semaphores.get(platform)
+        if sem is None:
+            sem = self._semaphores[platform] = asyncio.Semaphore(self.concurrency)
+        return sem
+
+    async def paused_until(self, platform: str) -> float | None:
+        """Epoch seconds until which the platform is paused, or None."""
+        now = time.time()
+        cached = self._pauses.get(platform)
+        if cached is None or now - cached[1] > PAUSE_CACHE_SECONDS:
+            raw = await self.redis.get(PAUSE_KEY.format(platform))
+            until = float(raw) if raw else 0.0
+            # a pause this process set itself may be newer than Redis's answer
+            if cached is not None and cached[0] > until:
+                until = cached[0]
+            self._pauses[platform] = cached = (until, now)
+        return cached[0] if cached[0] > now else None
+
+    async def pause(self, platform: str, seconds: float) -> float:
+        until = time.time() + seconds
+        current = self._pauses.get(platform, (0.0, 0.0))[0]
+        if until > current:
+            self._pauses[platform] = (until, time.time())
+            await self.redis.set(PAUSE_KEY.format(platform), str(until), px=int(seconds * 1000) + 1)
+        return max(until, current)
+
+    async def _take_permit(self, platform: str) -> None:
+        permits = self._permits.setdefault(platform, _Permits())
+        lock = self._locks.setdefault(platform, asyncio.Lock())
+        while True:
+            window = int(time.time())
+            if permits.window == window and permits.left > 0:
+                permits.left -= 1
+                return
+            async with lock:
+                window = int(time.time())
+                if permits.window == window and permits.left > 0:
+                    continue
+                key = BUDGET_KEY.format(platform, window)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    pipe.incrby(key, self.chunk)
+                    pipe.expire(key, 5)
+                    used, _ = await pipe.execute()
+                granted = max(0, min(self.chunk, self.rate - (int(used) - self.chunk)))
+                if granted > 0:
+                    permits.window, permits.left = window, granted - 1
+                    return
+                await asyncio.sleep(max(0.0, window + 1 - time.time()))
+
+    async def call(self, platform: str, make_call: Callable[[], Awaitable[T]]) -> T:
+        async with self._semaphore(platform):
+            await self._take_permit(platform)
+            return await make_call()

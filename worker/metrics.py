@@ -1,0 +1,45 @@
+"""Prometheus metrics of the worker: checks by platform and outcome, latency, status, sweeps."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.checks = Counter(
+            "octopost_checks_total",
+            "Token checks by platform and outcome.",
+            ["platform", "outcome"],
+            registry=self.registry,
+        )
+        self.check_latency = Histogram(
+            "octopost_check_duration_seconds",
+            "Platform call latency by platform.",
+            ["platform"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=self.registry,
+        )
+        self.accounts = Gauge(
+            "octopost_accounts",
+            "Connected accounts by platform and health status (refreshed after each sweep).",
+            ["platform", "status"],
+            registry=self.registry,
+        )
+        self.sweep_duration = Histogram(
+            "octopost_sweep_duration_seconds",
+            "Wall time of a sweep's claiming phase.",
+            buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600),
+            registry=self.registry,
+        )
+        self.revocations = Counter(
+            "octopost_revocations_total",
+            "Revocation attempts by platform and result.",
+            ["platform", "result"],
+            registry=self.registry,
+        )
+
+    def serve(self, port: int) -> None:
+        if port:
+            start_http_server(port, addr="127.0.0.1", registry=self.registry)

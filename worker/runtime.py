@@ -1,0 +1,66 @@
+"""Everything a job needs, built once per worker process (arq startup) and kept in ctx."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import asyncpg
+from arq.connections import ArqRedis
+
+from service.db import create_pool
+from service.settings import Settings
+from service.tokenkeys import load_vault
+from service.vault import Vault
+from worker.limits import PlatformLimits
+from worker.metrics import WorkerMetrics
+from worker.platforms.base import PlatformAdapter
+from worker.platforms.config import PlatformSettings
+from worker.platforms.registry import build_adapters
+
+CTX_KEY = "octopost"
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    redis: ArqRedis
+    vault: Vault
+    http: aiohttp.ClientSession
+    adapters: dict[str, PlatformAdapter]
+    limits: PlatformLimits
+    metrics: WorkerMetrics
+
+    @classmethod
+    async def start(
+        cls,
+        settings: Settings,
+        redis: ArqRedis,
+        *,
+        platform_settings: PlatformSettings | None = None,
+        metrics: WorkerMetrics | None = None,
+    ) -> Runtime:
+        vault = load_vault(settings)
+        pool = await create_pool(settings, min_size=1)
+        connector = aiohttp.TCPConnector(
+            limit=settings.platform_concurrency * 9, limit_per_host=0, ttl_dns_cache=300
+        )
+        http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        adapters = build_adapters(http, platform_settings or PlatformSettings())
+        limits = PlatformLimits(
+            redis,
+            concurrency=settings.platform_concurrency,
+            rate_per_second=settings.platform_rate_per_second,
+        )
+        return cls(settings, pool, redis, vault, http, adapters, limits, metrics or WorkerMetrics())
+
+    async def close(self) -> None:
+        await self.http.close()
+        await self.pool.close()
+
+
+def runtime(ctx: dict[str, Any]) -> Runtime:
+    rt: Runtime = ctx[CTX_KEY]
+    return rt

@@ -1,0 +1,84 @@
+"""The arq worker, declared in one place: functions, cron jobs, startup and shutdown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.worker import Function, Worker, func
+
+from service.revocations import REVOKE_JOB
+from service.settings import Settings
+from worker.checks import check_batch
+from worker.revoke import relay_revocations, revoke_account_tokens
+from worker.runtime import CTX_KEY, Runtime
+from worker.sweep import CHECK_JOB, SWEEP_JOB, run_sweep, scheduled_sweep
+
+
+def functions(settings: Settings) -> list[Function]:
+    return [
+        func(check_batch, name=CHECK_JOB, timeout=300, keep_result=60),
+        func(run_sweep, name=SWEEP_JOB, timeout=6 * 3600, keep_result=3600, max_tries=3),
+        func(
+            revoke_account_tokens,
+            name=REVOKE_JOB,
+            timeout=120,
+            keep_result=60,
+            max_tries=settings.revoke_max_attempts + 2,
+        ),
+    ]
+
+
+def cron_jobs(settings: Settings) -> list[CronJob]:
+    jobs = [cron(relay_revocations, second={7}, run_at_startup=True, timeout=120)]
+    if settings.sweep_interval_minutes > 0:
+        minutes = set(range(0, 60, settings.sweep_interval_minutes))
+        jobs.append(cron(scheduled_sweep, minute=minutes, second={0}, timeout=6 * 3600))
+    return jobs
+
+
+def make_worker(settings: Settings, **overrides: Any) -> Worker:
+    async def startup(ctx: dict[str, Any]) -> None:
+        rt = await Runtime.start(settings, ctx["redis"])
+        rt.metrics.serve(settings.worker_metrics_port)
+        ctx[CTX_KEY] = rt
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        rt: Runtime | None = ctx.get(CTX_KEY)
+        if rt is not None:
+            await rt.close()
+
+    options: dict[str, Any] = {
+        "functions": functions(settings),
+        "cron_jobs": cron_jobs(settings),
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "max_jobs": settings.worker_max_jobs,
+        # A job whose worker died is retried; a revocation or a batch must not be lost.
+        "retry_jobs": True,
+        "job_completion_wait": 30,
+        "poll_delay": 0.1,
+        **overrides,
+    }
+    return Worker(**options)
+
+
+class WorkerSettings:
+    """For `arq worker.settings.WorkerSettings`; `octopost worker` builds the same worker."""
+
+    _settings = Settings()
+    functions = functions(_settings)
+    cron_jobs = cron_jobs(_settings)
+    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
+    max_jobs = _settings.worker_max_jobs
+
+    @staticmethod
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx[CTX_KEY] = await Runtime.start(WorkerSettings._settings, ctx["redis"])
+
+    @staticmethod
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        await ctx[CTX_KEY].close()
