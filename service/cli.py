@@ -236,7 +236,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.settings import make_worker
 
     load_vault(settings)  # fail before connecting anything if keys are missing
-    worker = make_worker(settings, **({"burst": True} if args.burst else {}))
+    worker = make_worker(settings, burst=args.burst)
     worker.run()
     return 0
 

@@ -17,8 +17,9 @@ from service.vault import new_key
 from tests.conftest import SEED_ACCOUNTS, Api, with_tokens
 
 
-def run(settings: Settings, *args: str, stdin: str | None = None,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    settings: Settings, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {
         **os.environ,
         "DATABASE_URL": settings.database_url,
@@ -30,7 +31,12 @@ def run(settings: Settings, *args: str, stdin: str | None = None,
     }
     return subprocess.run(
         [sys.executable, "-m", "service.cli", *args],
-        input=stdin, capture_output=True, text=True, env=full_env, timeout=60, check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
     )
 
 
@@ -39,7 +45,9 @@ def jsonl(lines: list[dict[str, Any]]) -> str:
 
 
 SECRET_LINES = [
-    with_tokens(a, access_token=f"SECRET-ACCESS-{a['id']}", refresh_token=f"SECRET-REFRESH-{a['id']}")
+    with_tokens(
+        a, access_token=f"SECRET-ACCESS-{a['id']}", refresh_token=f"SECRET-REFRESH-{a['id']}"
+    )
     for a in SEED_ACCOUNTS
 ]
 
@@ -61,7 +69,7 @@ async def test_keys_create_list_revoke(settings: Settings, pool: Any, api: Api) 
     assert await pool.fetchval("SELECT count(*) FROM api_keys") == 1
     # only the hash is stored
     dump = await pool.fetchval("SELECT string_agg(t::text, ',') FROM api_keys t")
-    assert key not in dump and key[len("oct_live_"):] not in dump
+    assert key not in dump and key[len("oct_live_") :] not in dump
     r = await api.request("GET", "/v1/accounts", key)
     assert r.status == 200 and await r.json() == {"accounts": []}
 
@@ -88,8 +96,13 @@ async def test_import_prints_ids_in_order_and_stores_no_plaintext(
 
 
 async def test_import_reconnect_keeps_id_and_reactivates(settings: Settings, pool: Any) -> None:
-    line = {"platform": "mastodon", "platform_user_id": "42", "username": "ann@mastodon.example",
-            "display_name": "Ann", "access_token": "tok-1"}
+    line = {
+        "platform": "mastodon",
+        "platform_user_id": "42",
+        "username": "ann@mastodon.example",
+        "display_name": "Ann",
+        "access_token": "tok-1",
+    }
     first = run(settings, "accounts", "import", "--workspace", "acme", "-", stdin=jsonl([line]))
     assert first.returncode == 0, first.stderr
     (account_id,) = first.stdout.split()
@@ -97,20 +110,33 @@ async def test_import_reconnect_keeps_id_and_reactivates(settings: Settings, poo
     assert row["instance_url"] == "https://mastodon.example"
     await pool.execute(
         "UPDATE accounts SET is_active = false, health_status = 'revoked', "
-        "health_reason = 'token_revoked', transient_failures = 3 WHERE id = $1", account_id,
+        "health_reason = 'token_revoked', transient_failures = 3 WHERE id = $1",
+        account_id,
     )
-    again = run(settings, "accounts", "import", "--workspace", "acme", "-",
-                stdin=jsonl([{**line, "access_token": "tok-2", "display_name": "Ann B"}]))
+    again = run(
+        settings,
+        "accounts",
+        "import",
+        "--workspace",
+        "acme",
+        "-",
+        stdin=jsonl([{**line, "access_token": "tok-2", "display_name": "Ann B"}]),
+    )
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == [account_id]
     row = await pool.fetchrow("SELECT * FROM accounts WHERE id = $1", account_id)
     assert row["is_active"] is True and row["health_status"] == "unchecked"
     assert row["health_reason"] is None and row["transient_failures"] == 0
     assert row["display_name"] == "Ann B"
-    assert await pool.fetchval(
-        "SELECT generation FROM account_tokens WHERE account_id = $1", account_id) == 2
+    assert (
+        await pool.fetchval(
+            "SELECT generation FROM account_tokens WHERE account_id = $1", account_id
+        )
+        == 2
+    )
     kinds = await pool.fetch(
-        "SELECT kind FROM account_events WHERE account_id = $1 ORDER BY id", account_id)
+        "SELECT kind FROM account_events WHERE account_id = $1 ORDER BY id", account_id
+    )
     assert [k["kind"] for k in kinds] == ["connected", "reconnected"]
     # another workspace importing the same platform identity gets its own account
     other = run(settings, "accounts", "import", "--workspace", "globex", "-", stdin=jsonl([line]))
@@ -122,20 +148,39 @@ async def test_import_reconnect_keeps_id_and_reactivates(settings: Settings, poo
     [
         ("{not json", "not valid JSON"),
         ('["a list"]', "JSON object"),
-        ('{"platform": "myspace", "platform_user_id": "1", "username": "u", "display_name": "d",'
-         ' "access_token": "t"}', "platform"),
-        ('{"platform": "twitter", "username": "u", "display_name": "d", "access_token": "t"}',
-         "platform_user_id"),
-        ('{"platform": "twitter", "platform_user_id": "1", "username": "u", "display_name": "d"}',
-         "access_token"),
-        ('{"platform": "mastodon", "platform_user_id": "1", "username": "nohost",'
-         ' "display_name": "d", "access_token": "t"}', "instance_url"),
-        ('{"platform": "twitter", "platform_user_id": "9", "username": "u", "display_name": "d",'
-         ' "access_token": "t", "token_expires_at": "2026-01-01T00:00:00"}', "timezone"),
-        ('{"platform": "twitter", "platform_user_id": "9", "username": "u", "display_name": "d",'
-         ' "access_token": "t", "surprise": 1}', "surprise"),
-        ('{"id": "acc_abc123", "platform": "twitter", "platform_user_id": "9", "username": "u",'
-         ' "display_name": "d", "access_token": "t"}', "already used"),
+        (
+            '{"platform": "myspace", "platform_user_id": "1", "username": "u", "display_name": "d",'
+            ' "access_token": "t"}',
+            "platform",
+        ),
+        (
+            '{"platform": "twitter", "username": "u", "display_name": "d", "access_token": "t"}',
+            "platform_user_id",
+        ),
+        (
+            '{"platform": "twitter", "platform_user_id": "1", "username": "u", "display_name": "d"}',
+            "access_token",
+        ),
+        (
+            '{"platform": "mastodon", "platform_user_id": "1", "username": "nohost",'
+            ' "display_name": "d", "access_token": "t"}',
+            "instance_url",
+        ),
+        (
+            '{"platform": "twitter", "platform_user_id": "9", "username": "u", "display_name": "d",'
+            ' "access_token": "t", "token_expires_at": "2026-01-01T00:00:00"}',
+            "timezone",
+        ),
+        (
+            '{"platform": "twitter", "platform_user_id": "9", "username": "u", "display_name": "d",'
+            ' "access_token": "t", "surprise": 1}',
+            "surprise",
+        ),
+        (
+            '{"id": "acc_abc123", "platform": "twitter", "platform_user_id": "9", "username": "u",'
+            ' "display_name": "d", "access_token": "t"}',
+            "already used",
+        ),
     ],
 )
 async def test_a_bad_line_writes_nothing(
@@ -155,8 +200,9 @@ async def test_a_bad_line_writes_nothing(
     assert await pool.fetchval("SELECT count(*) FROM account_tokens") == before
 
 
-async def test_import_from_file_and_duplicate_identity(settings: Settings, tmp_path: Path,
-                                                       pool: Any) -> None:
+async def test_import_from_file_and_duplicate_identity(
+    settings: Settings, tmp_path: Path, pool: Any
+) -> None:
     f = tmp_path / "accounts.jsonl"
     f.write_text(jsonl([with_tokens(SEED_ACCOUNTS[0]), with_tokens(SEED_ACCOUNTS[0])]))
     r = run(settings, "accounts", "import", "--workspace", "acme", str(f))
@@ -170,8 +216,9 @@ async def test_token_key_rotation_reencrypts_everything(
     r = run(settings, "accounts", "import", "--workspace", "acme", "-", stdin=jsonl(SECRET_LINES))
     assert r.returncode == 0, r.stderr
     new = f"k2:{new_key()}"
-    rotated = run(settings, "tokens", "rotate",
-                  env={"OCTOPOST_TOKEN_KEYS": f"{new},{settings.token_keys}"})
+    rotated = run(
+        settings, "tokens", "rotate", env={"OCTOPOST_TOKEN_KEYS": f"{new},{settings.token_keys}"}
+    )
     assert rotated.returncode == 0, rotated.stderr
     assert "re-encrypted 3" in rotated.stdout
     assert {r["key_id"] for r in await pool.fetch("SELECT key_id FROM account_tokens")} == {"k2"}
@@ -180,23 +227,47 @@ async def test_token_key_rotation_reencrypts_everything(
 
     only_new = Vault.from_config(new)
     row = await pool.fetchrow(
-        "SELECT key_id, sealed FROM account_tokens WHERE account_id = 'acc_abc123'")
+        "SELECT key_id, sealed FROM account_tokens WHERE account_id = 'acc_abc123'"
+    )
     assert only_new.open_tokens("acc_abc123", Sealed(row["key_id"], row["sealed"])) == (
-        "SECRET-ACCESS-acc_abc123", "SECRET-REFRESH-acc_abc123")
+        "SECRET-ACCESS-acc_abc123",
+        "SECRET-REFRESH-acc_abc123",
+    )
 
 
 def test_production_refuses_to_start_without_keys(settings: Settings) -> None:
-    r = run(settings, "accounts", "import", "--workspace", "acme", "-", stdin="",
-            env={"OCTOPOST_ENV": "production", "OCTOPOST_TOKEN_KEYS": ""})
+    r = run(
+        settings,
+        "accounts",
+        "import",
+        "--workspace",
+        "acme",
+        "-",
+        stdin="",
+        env={"OCTOPOST_ENV": "production", "OCTOPOST_TOKEN_KEYS": ""},
+    )
     assert r.returncode != 0 and "OCTOPOST_TOKEN_KEYS" in r.stderr
-    r = run(settings, "api", "--port", "1", env={"OCTOPOST_ENV": "production",
-                                                   "OCTOPOST_TOKEN_KEYS": ""})
+    r = run(
+        settings,
+        "api",
+        "--port",
+        "1",
+        env={"OCTOPOST_ENV": "production", "OCTOPOST_TOKEN_KEYS": ""},
+    )
     assert r.returncode != 0 and "OCTOPOST_TOKEN_KEYS" in r.stderr
 
 
 def test_development_creates_a_key_file_and_says_so(settings: Settings, tmp_path: Path) -> None:
-    r = run(settings, "accounts", "import", "--workspace", "dev", "-", stdin="",
-            env={"OCTOPOST_TOKEN_KEYS": "", "OCTOPOST_DATA_DIR": str(tmp_path)})
+    r = run(
+        settings,
+        "accounts",
+        "import",
+        "--workspace",
+        "dev",
+        "-",
+        stdin="",
+        env={"OCTOPOST_TOKEN_KEYS": "", "OCTOPOST_DATA_DIR": str(tmp_path)},
+    )
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "token-keys").exists()
     assert "development token key" in r.stderr

@@ -17,6 +17,7 @@ import asyncpg
 from service.repository import health
 from service.repository.health import Outcome
 from service.vault import Sealed, VaultError
+from worker.limits import PlatformPaused
 from worker.platforms.base import (
     AccountRef,
     CheckResult,
@@ -63,11 +64,14 @@ def _backoff(rt: Runtime, failures: int) -> float:
 
 
 def _next_valid_check(
-    rt: Runtime, now: datetime, access_expires_at: datetime | None, can_refresh: bool
+    rt: Runtime,
+    now: datetime,
+    access_expires_at: datetime | None,
+    can_refresh: bool,
+    margin: timedelta,
 ) -> datetime:
     when = now + _jitter(rt.settings.check_interval_seconds)
     if access_expires_at is not None:
-        margin = timedelta(seconds=rt.settings.refresh_margin_seconds)
         # with a refresh grant: come back in time to refresh; without: right after expiry,
         # so a dead token is not reported active for long
         due = (
@@ -85,6 +89,7 @@ def decide(
     now: datetime,
     access_expires_at: datetime | None,
     can_refresh: bool,
+    margin: timedelta = timedelta(0),
 ) -> Outcome:
     """Map a platform answer onto the account's new health row (and its event)."""
     was_active: bool = row["is_active"]
@@ -97,7 +102,7 @@ def decide(
             "healthy",
             None,
             True,
-            _next_valid_check(rt, now, access_expires_at, can_refresh),
+            _next_valid_check(rt, now, access_expires_at, can_refresh, margin),
             0,
             None,
             None if was_active else "reactivated",
@@ -235,9 +240,6 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
     now = _now()
     platform: str = row["platform"]
     adapter = rt.adapters[platform]
-    paused = await rt.limits.paused_until(platform)
-    if paused is not None:
-        return Checked(skipped(row, datetime.fromtimestamp(paused, UTC)))
     if row["sealed"] is None:
         result = CheckResult(TokenOutcome.unknown, reason="no_tokens_stored")
         return Checked(decide(rt, row, result, now=now, access_expires_at=None, can_refresh=False))
@@ -253,20 +255,19 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
         access, refresh, access_expires_at, refresh_expires_at, tuple(row["scopes"] or ())
     )
     account = AccountRef(row["id"], platform, row["platform_user_id"], row["instance_url"])
+    expiry_passed = access_expires_at is not None and access_expires_at <= now
     can_refresh = (
-        refresh is not None
-        and adapter.supports_refresh
+        adapter.supports_refresh
         and not (refresh_expires_at is not None and refresh_expires_at <= now)
+        and (refresh is not None if adapter.refresh_needs_refresh_token else not expiry_passed)
+    )
+    margin = timedelta(
+        seconds=max(rt.settings.refresh_margin_seconds, adapter.refresh_ahead_seconds)
     )
     refreshed = False
-    expiry_passed = access_expires_at is not None and access_expires_at <= now
     if expiry_passed and not can_refresh:
         result = CheckResult(TokenOutcome.dead, reason="token_expired")
-    elif (
-        can_refresh
-        and access_expires_at is not None
-        and (access_expires_at - now <= timedelta(seconds=rt.settings.refresh_margin_seconds))
-    ):
+    elif can_refresh and access_expires_at is not None and access_expires_at - now <= margin:
         result, refreshed = await refresh_tokens(rt, adapter, account, tokens, row["generation"])
     else:
         result = await _call(rt, platform, "verify", lambda: adapter.verify(account, tokens))
@@ -277,7 +278,13 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
         access_expires_at = result.new_tokens.access_expires_at
     rt.metrics.checks.labels(platform, result.outcome.value).inc()
     outcome = decide(
-        rt, row, result, now=now, access_expires_at=access_expires_at, can_refresh=can_refresh
+        rt,
+        row,
+        result,
+        now=now,
+        access_expires_at=access_expires_at,
+        can_refresh=can_refresh,
+        margin=margin,
     )
     if refreshed and outcome.event is None:
         outcome = replace(outcome, event="refreshed")
@@ -287,6 +294,8 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
 async def _safe_check(rt: Runtime, row: asyncpg.Record) -> Checked:
     try:
         return await check_account(rt, row)
+    except PlatformPaused as paused:
+        return Checked(skipped(row, datetime.fromtimestamp(paused.until, UTC)))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # one account's bug must not sink the batch

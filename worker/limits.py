@@ -25,6 +25,14 @@ BUDGET_KEY = "octopost:budget:{}:{}"
 PAUSE_CACHE_SECONDS = 1.0
 
 
+class PlatformPaused(Exception):
+    """The platform asked us to wait; nothing was sent."""
+
+    def __init__(self, until: float) -> None:
+        super().__init__(until)
+        self.until = until
+
+
 @dataclass(slots=True)
 class _Permits:
     window: int = -1
@@ -96,5 +104,10 @@ class PlatformLimits:
 
     async def call(self, platform: str, make_call: Callable[[], Awaitable[T]]) -> T:
         async with self._semaphore(platform):
+            # Checked after the wait for a slot: a pause set by a call that was in flight
+            # while this one queued must stop it too.
+            until = await self.paused_until(platform)
+            if until is not None:
+                raise PlatformPaused(until)
             await self._take_permit(platform)
             return await make_call()

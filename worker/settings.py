@@ -12,6 +12,7 @@ from arq.worker import Function, Worker, func
 from service.revocations import REVOKE_JOB
 from service.settings import Settings
 from worker.checks import check_batch
+from worker.platforms.config import PlatformSettings
 from worker.revoke import relay_revocations, revoke_account_tokens
 from worker.runtime import CTX_KEY, Runtime
 from worker.sweep import CHECK_JOB, SWEEP_JOB, run_sweep, scheduled_sweep
@@ -39,9 +40,11 @@ def cron_jobs(settings: Settings) -> list[CronJob]:
     return jobs
 
 
-def make_worker(settings: Settings, **overrides: Any) -> Worker:
+def make_worker(
+    settings: Settings, *, platform_settings: PlatformSettings | None = None, **overrides: Any
+) -> Worker:
     async def startup(ctx: dict[str, Any]) -> None:
-        rt = await Runtime.start(settings, ctx["redis"])
+        rt = await Runtime.start(settings, ctx["redis"], platform_settings=platform_settings)
         rt.metrics.serve(settings.worker_metrics_port)
         ctx[CTX_KEY] = rt
 

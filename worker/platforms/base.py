@@ -7,7 +7,7 @@ the database; ``worker/checks.py`` decides what to do with the result.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -91,12 +91,30 @@ class RevokeResult:
     retry_after: float | None = None
 
 
+def conclude_after_refresh(verify: CheckResult, refresh: CheckResult) -> CheckResult:
+    """The outcome of a verify answer with ``try_refresh`` followed by the refresh it asked for.
+
+    The refresh decides, with one rule from PLATFORMS.md: a documented dead answer to verify
+    (``outcome`` dead) and a refresh refused with a 4xx other than 429 (``refresh_rejected``,
+    whose body alone is UNCONFIRMED) are dead together.
+    """
+    if verify.outcome is TokenOutcome.dead and refresh.reason == "refresh_rejected":
+        return replace(refresh, outcome=TokenOutcome.dead, reason="refresh_failed")
+    return refresh
+
+
 class PlatformAdapter(abc.ABC):
     """One platform. Subclasses set the class attributes and implement the calls it has."""
 
     name: str = ""
     supports_refresh: bool = False
     supports_revoke: bool = False
+    # Meta's long-lived tokens refresh themselves (the access token is the grant), so they
+    # need no stored refresh token, but can no longer be refreshed once expired.
+    refresh_needs_refresh_token: bool = True
+    # Refresh this long before expiry at the latest (on top of the worker's own margin):
+    # a 60-day token should not be left to its last half hour.
+    refresh_ahead_seconds: float = 0.0
 
     def __init__(
         self,
