@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (one table row per line)
 import pytest
 
 from worker.platforms.base import PlatformAdapter
