@@ -236,7 +236,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.settings import make_worker
 
     load_vault(settings)  # fail before connecting anything if keys are missing
-    worker = make_worker(settings, burst=args.burst)
+    worker = make_worker(settings, burst=args.burst, job_completion_wait=args.shutdown_wait)
     worker.run()
     return 0
 
@@ -417,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run the token-health and revocation worker (arq)")
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    p.add_argument(
+        "--shutdown-wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/SIGINT let running jobs finish this long; the rest are cancelled "
+        "and go back to the queue for another worker (default 30)",
+    )
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("sweep", help="check tokens now (all, one platform, or one account)")
