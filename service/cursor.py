@@ -2,7 +2,8 @@
 
 The signature is not a secret-keeping device (a cursor only ever positions a listing inside
 the caller's own workspace); it makes a hand-edited or garbage cursor a clear 400 instead of
-a silently wrong page.
+a silently wrong page. Since the signing key is no secret, a cursor with a valid signature
+can still carry anything: every part is validated as if it came straight from the client.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from datetime import UTC, datetime
 import orjson
 
 from service.errors import BadRequest
+from service.ids import ID_RE
 
 _KEY = b"octopost-cursor-v1"
+# Event ids are a PostgreSQL bigint.
+_MAX_EVENT_ID = 2**63 - 1
 
 
 def _sign(payload: bytes) -> bytes:
@@ -27,6 +31,21 @@ def _sign(payload: bytes) -> bytes:
 def encode(kind: str, *parts: str) -> str:
     payload = orjson.dumps([kind, *parts])
     return base64.urlsafe_b64encode(_sign(payload) + payload).decode().rstrip("=")
+
+
+def _account_parts(parts: list[str]) -> bool:
+    # An id we never issue (a NUL byte, say) would reach PostgreSQL as a 500.
+    return ID_RE.fullmatch(parts[1]) is not None
+
+
+def _event_parts(parts: list[str]) -> bool:
+    # str.isdigit() accepts "²", which int() refuses; and event ids are a bigint.
+    value = parts[0]
+    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) <= _MAX_EVENT_ID
+
+
+# What the parts of each kind may hold, checked on every decode.
+_VALID_PARTS = {"acc": _account_parts, "evt": _event_parts}
 
 
 def decode(kind: str, cursor: str, arity: int) -> list[str]:
@@ -47,7 +66,11 @@ def decode(kind: str, cursor: str, arity: int) -> list[str]:
         or not all(isinstance(p, str) for p in data)
     ):
         raise BadRequest("cursor is not valid")
-    return data[1:]
+    parts: list[str] = data[1:]
+    valid = _VALID_PARTS.get(kind)
+    if valid is not None and not valid(parts):
+        raise BadRequest("cursor is not valid")
+    return parts
 
 
 def encode_account(connected_at: datetime, account_id: str) -> str:
@@ -57,6 +80,9 @@ def encode_account(connected_at: datetime, account_id: str) -> str:
 def decode_account(cursor: str) -> tuple[datetime, str]:
     at, account_id = decode("acc", cursor, 2)
     try:
-        return datetime.fromisoformat(at), account_id
+        connected_at = datetime.fromisoformat(at)
     except ValueError:
         raise BadRequest("cursor is not valid") from None
+    if connected_at.tzinfo is None:  # we only ever write UTC offsets
+        raise BadRequest("cursor is not valid")
+    return connected_at, account_id

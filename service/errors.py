@@ -31,6 +31,7 @@ _TYPE_BY_STATUS = {
     413: "payload_too_large",
     414: "uri_too_long",
     415: "unsupported_media_type",
+    417: "expectation_failed",
     429: "rate_limited",
     431: "headers_too_large",
     500: "internal_error",

@@ -38,13 +38,33 @@ Platform = Literal[
 ]
 assert set(Platform.__args__) == set(PLATFORMS)  # type: ignore[attr-defined]
 
-Text = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold U+0000; refuse it here, with the line number, rather
+    # than fail the whole import at the INSERT.
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    return value
+
+
+def _scope(value: str) -> str:
+    # Scopes are stored space-separated (and OAuth scope tokens hold no spaces): "a b" in
+    # a list would come back as two scopes.
+    if len(value.split()) != 1 or "\x00" in value:
+        raise ValueError("a scope must be one token without spaces or NUL characters")
+    return value
+
+
+Text = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_no_nul)]
 
 
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must carry a timezone (use a trailing Z for UTC)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError("timestamp is out of range") from None
 
 
 Timestamp = Annotated[datetime, AfterValidator(_utc)]
@@ -57,7 +77,9 @@ def _http_url(value: str) -> str:
     return value.rstrip("/")
 
 
-Url = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_http_url)]
+Url = Annotated[
+    str, StringConstraints(max_length=2048), AfterValidator(_no_nul), AfterValidator(_http_url)
+]
 
 
 class ImportLine(BaseModel):
@@ -67,7 +89,7 @@ class ImportLine(BaseModel):
     platform: Platform
     platform_user_id: Text
     username: Text
-    display_name: Annotated[str, StringConstraints(max_length=1024)]
+    display_name: Annotated[str, StringConstraints(max_length=1024), AfterValidator(_no_nul)]
     avatar_url: Url | None = None
     is_active: bool = True
     connected_at: Timestamp | None = None
@@ -76,9 +98,9 @@ class ImportLine(BaseModel):
     refresh_token: Annotated[str, StringConstraints(max_length=16384)] | None = None
     token_expires_at: Timestamp | None = None
     refresh_token_expires_at: Timestamp | None = None
-    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
-        default_factory=list, max_length=200
-    )
+    scopes: list[
+        Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_scope)]
+    ] = Field(default_factory=list, max_length=200)
     instance_url: Url | None = None
 
     @field_validator("scopes", mode="before")
@@ -131,7 +153,10 @@ def parse_lines(lines: Iterable[str | bytes]) -> list[ParsedLine]:
     seen: dict[tuple[str, str], int] = {}
     seen_ids: dict[str, int] = {}
     for number, raw in enumerate(lines, start=1):
-        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError:
+            raise ImportError_(number, "not valid UTF-8") from None
         if not text.strip():
             continue
         try:

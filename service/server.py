@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
 
-from service.errors import error_type
+from service.errors import error_response, error_type
 from service.ids import random_string
 
 log = logging.getLogger("octopost.server")
@@ -58,6 +58,25 @@ class JsonErrorServer(Server):
         return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+def json_http_errors(
+    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
+) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
+    """JSON for the HTTP errors aiohttp raises before the middlewares run: an `Expect`
+    header other than 100-continue is answered 417 by the router itself."""
+
+    async def handle(request: BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = error_response(exc.status, exc.reason)
+            response.headers["X-Request-Id"] = random_string(16)
+            return response
+
+    return handle
+
+
 class AppRunner(web.AppRunner):
     # Room for a 10 KB id in the request line, so it is judged (404) rather than cut off;
     # anything larger is refused by the parser with a JSON 400.
@@ -69,6 +88,7 @@ class AppRunner(web.AppRunner):
     async def _make_server(self) -> Server:
         server = await super()._make_server()
         server.__class__ = JsonErrorServer
+        server.request_handler = json_http_errors(server.request_handler)
         return server
 
 
