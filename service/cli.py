@@ -457,9 +457,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reach_running_dev_stack() -> None:
+    """In development, next to a running `octopost dev`: take the URLs of its embedded
+    servers from its dev.env for whatever the environment leaves unset."""
+    if os.environ.get("OCTOPOST_ENV", "development") != "development":
+        return
+    from service.devstack import load_dev_env
+
+    applied = load_dev_env()
+    if applied:
+        print(
+            f"octopost: using the running `octopost dev` for {', '.join(applied)} (its dev.env)",
+            file=sys.stderr,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging()
+    if args.func is not cmd_dev:
+        _reach_running_dev_stack()
     settings = Settings()
     if getattr(args, "processes", 1) == 0:
         args.processes = os.cpu_count() or 1

@@ -1,8 +1,16 @@
 """`octopost dev`: the whole service on one machine with nothing but Python.
 
 Starts an embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set), migrates,
-seeds a demo workspace, starts the platform sandbox, the health worker and the API in one
-process, and prints an API key with a curl line that works.
+seeds a demo workspace, and runs the API, the platform sandbox (on the API port + 10) and the
+token-health worker (checking against that sandbox) in one process and one event loop. It
+prints an API key with a curl line that works.
+
+While it runs it writes ``<data dir>/dev.env`` (DATABASE_URL, REDIS_URL, OCTOPOST_SANDBOX_URL
+and its pid) and removes it when it stops. Any other `octopost` command started with
+OCTOPOST_ENV=development (the default) and the same data dir fills in whichever of those
+variables its own environment lacks from that file (``load_dev_env``), so
+``python3 dev.py octopost sweep --wait`` in a second shell talks to the running dev stack's
+embedded servers. A dev.env whose pid is gone is ignored.
 """
 
 from __future__ import annotations
@@ -12,10 +20,13 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Iterator, MutableMapping
+from pathlib import Path
 
 import asyncpg
 from aiohttp import web
+from arq.worker import Worker
 
 from service import ids
 from service.app import create_app
@@ -31,6 +42,25 @@ log = logging.getLogger("octopost.dev")
 
 DEMO_WORKSPACE = "demo"
 SANDBOX_PORT_OFFSET = 10  # the sandbox listens on the API port + 10
+DEV_ENV_FILE = "dev.env"
+# What a second shell needs to reach the running stack; the pid tells a live file from a
+# stale one.
+DEV_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OCTOPOST_SANDBOX_URL")
+DEV_PID_KEY = "OCTOPOST_DEV_PID"
+# App credentials for the platforms that want them; the sandbox accepts any.
+SANDBOX_CREDENTIALS = {
+    "twitter_client_id": "sandbox-client",
+    "twitter_client_secret": "sandbox-secret",
+    "linkedin_client_id": "sandbox-client",
+    "linkedin_client_secret": "sandbox-secret",
+    "facebook_app_id": "sandbox-app",
+    "facebook_app_secret": "sandbox-secret",
+    "tiktok_client_key": "sandbox-client",
+    "tiktok_client_secret": "sandbox-secret",
+    "youtube_client_id": "sandbox-client",
+    "youtube_client_secret": "sandbox-secret",
+}
+WORKER_STOP_WAIT = 5.0  # seconds running jobs get to finish on Ctrl-C
 
 # The seed's three accounts plus one on every other platform, so a sweep touches them all.
 DEMO_ACCOUNTS = [
@@ -136,6 +166,10 @@ DEMO_ACCOUNTS = [
 ]
 
 
+def demo_tokens(platform: str) -> tuple[str, str]:
+    return f"demo-{platform}-access", f"demo-{platform}-refresh"
+
+
 def demo_lines() -> list[str]:
     import orjson
 
@@ -163,8 +197,8 @@ def demo_lines() -> list[str]:
                     "is_active": active,
                     "connected_at": connected,
                     "last_used_at": used,
-                    "access_token": f"demo-{platform}-access",
-                    "refresh_token": f"demo-{platform}-refresh",
+                    "access_token": demo_tokens(platform)[0],
+                    "refresh_token": demo_tokens(platform)[1],
                 }
             ).decode()
         )
@@ -227,19 +261,160 @@ async def running_site(app: web.Application, host: str, port: int) -> AsyncItera
         await runner.cleanup()
 
 
+def dev_env_path(data_dir: Path) -> Path:
+    return data_dir / DEV_ENV_FILE
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not key.startswith("#"):
+            values[key.strip()] = value.strip()
+    return values
+
+
+def load_dev_env(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Fill unset DATABASE_URL / REDIS_URL / OCTOPOST_SANDBOX_URL from a running dev stack's
+    dev.env (development only); returns the names it set."""
+    env = os.environ if environ is None else environ
+    if env.get("OCTOPOST_ENV", "development") != "development":
+        return []
+    path = dev_env_path(Path(env.get("OCTOPOST_DATA_DIR", ".var")))
+    try:
+        values = _read_env_file(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    pid = values.get(DEV_PID_KEY, "")
+    if not (pid.isdigit() and _pid_alive(int(pid))):
+        return []
+    applied = [k for k in DEV_ENV_KEYS if k in values and k not in env]
+    for key in applied:
+        env[key] = values[key]
+    return applied
+
+
+@contextlib.contextmanager
+def dev_env_file(data_dir: Path, values: dict[str, str]) -> Iterator[Path]:
+    """dev.env for the life of this process (0600: a DATABASE_URL may carry a password)."""
+    path = dev_env_path(data_dir)
+    pid = str(os.getpid())
+    lines = [
+        f"# Written by `octopost dev` (pid {pid}) while it runs, removed when it stops. Other",
+        "# octopost commands with OCTOPOST_ENV=development and this data dir take from it",
+        "# whatever their own environment does not set.",
+        f"{DEV_PID_KEY}={pid}",
+        *(f"{k}={values[k]}" for k in DEV_ENV_KEYS),
+    ]
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    tmp.replace(path)
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            if _read_env_file(path).get(DEV_PID_KEY) == pid:
+                path.unlink()
+
+
+def sandbox_app() -> web.Application:
+    """The platform sandbox, agreeing with the demo data: the tokens of the demo accounts
+    that are inactive are revoked at the "platform", so a sweep keeps them inactive."""
+    from worker.sandbox.app import SANDBOX_STATE, create_sandbox_app
+    from worker.sandbox.state import TokenState
+
+    app = create_sandbox_app()
+    tokens = app[SANDBOX_STATE].tokens
+    for row in DEMO_ACCOUNTS:
+        platform, active = row[1], row[6]
+        if not active:
+            for token in demo_tokens(str(platform)):
+                tokens[token] = TokenState("revoked")
+    return app
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
+    """The arq worker in this event loop, checking tokens against the sandbox."""
+    from worker.platforms.config import PlatformSettings
+    from worker.runtime import CTX_KEY
+    from worker.settings import make_worker
+
+    platforms = PlatformSettings(
+        sandbox_url=sandbox_url,
+        request_timeout_seconds=5,
+        **SANDBOX_CREDENTIALS,  # type: ignore[arg-type]
+    )
+    worker = make_worker(settings, platform_settings=platforms, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        # Up when its startup has built the runtime; a worker that cannot start (Redis
+        # unreachable, say) is an error here, not a silent gap in the demo.
+        while CTX_KEY not in worker.ctx:
+            if task.done():
+                task.result()
+                raise RuntimeError("the worker stopped during startup")
+            await asyncio.sleep(0.02)
+        yield worker
+    finally:
+        # Stop taking jobs, give running ones a moment, then cancel the rest: arq puts a
+        # cancelled job back in the queue for the next start.
+        worker.allow_pick_jobs = False
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=WORKER_STOP_WAIT)
+        await worker.close()
+        await asyncio.wait([task])
+
+
 async def serve_dev(settings: Settings, host: str, port: int) -> None:
     vault = load_vault(settings)
     await migrate(settings.database_url)
     key = await seed_demo(settings, vault)
+    sandbox_port = port + SANDBOX_PORT_OFFSET
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
         await stack.enter_async_context(running_site(create_app(settings), host, port))
+        await stack.enter_async_context(running_worker(settings, sandbox_url))
+        env_file = stack.enter_context(
+            dev_env_file(
+                settings.data_dir,
+                {
+                    "DATABASE_URL": settings.database_url,
+                    "REDIS_URL": settings.redis_url,
+                    "OCTOPOST_SANDBOX_URL": sandbox_url,
+                },
+            )
+        )
         local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
         base = f"http://{'localhost' if local else host}:{port}"
+        schedule = (
+            f"a scheduled sweep every {settings.sweep_interval_minutes} min"
+            if settings.sweep_interval_minutes > 0
+            else "no scheduled sweeps"
+        )
         print(
             "\noctopost dev is running.\n"
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
+            f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
+            f"  worker       token health ({schedule}) and revocations\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
+            "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
             flush=True,
         )
@@ -254,8 +429,12 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
 def run_dev(settings: Settings, *, host: str, port: int) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with embedded_servers(settings) as effective:
-        asyncio.run(serve_dev(effective, host, port))
+        try:
+            asyncio.run(serve_dev(effective, host, port))
+        except OSError as exc:  # a port in use, mostly
+            print(f"octopost dev: {exc}", file=sys.stderr)
+            return 1
     return 0
 
 
-__all__ = ["run_dev"]
+__all__ = ["load_dev_env", "run_dev"]
