@@ -60,7 +60,13 @@ class Settings(BaseSettings):
     worker_max_jobs: int = 8
     worker_metrics_port: int = 0
     # --- revocations ---
+    # Platform calls per revocation before it is given up as failed (its ciphertext erased).
     revoke_max_attempts: int = 8
+    # Backoff between transient failures: base * 2^(n-1) (+-20 %), capped, never below the
+    # platform's Retry-After.
+    revoke_backoff_base_seconds: float = 5.0
+    revoke_backoff_max_seconds: float = 3600.0
+    # The relay re-queues revocations still pending this long after their last touch.
     revoke_relay_grace_seconds: float = 60.0
 
     # Where `octopost dev` keeps its embedded databases and the development token key.

@@ -26,6 +26,7 @@ from worker.platforms.base import (
     TokenSet,
     conclude_after_refresh,
 )
+from worker.revoke import revoke_tokens_of_disconnected
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("octopost.checks")
@@ -224,6 +225,9 @@ async def refresh_tokens(
                     "refreshed tokens not stored (changed or disconnected meanwhile) account_id=%s",
                     account.account_id,
                 )
+                # A DELETE that won the race moved the old pair out; the new one must not
+                # stay alive at the platform either.
+                await revoke_tokens_of_disconnected(rt, account.account_id, sealed)
             return result, stored is not None
         if result.outcome is TokenOutcome.dead:
             # Rotating platforms reject a refresh token another worker already used. If the

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from typing import Any
 
 from arq import Retry
+from arq.constants import result_key_prefix
+from arq.jobs import Job, JobStatus
 
+from service.ids import new_revocation_id
 from service.repository import revocations
-from service.revocations import enqueue_revocation
+from service.revocations import Enqueued, enqueue_revocation, revoke_job_id
 from service.vault import Sealed, VaultError
+from worker.limits import PlatformPaused
 from worker.platforms.base import AccountRef, RevokeOutcome, RevokeResult, TokenSet
-from worker.runtime import runtime
+from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("octopost.revoke")
 
@@ -27,8 +32,31 @@ _FINAL = {
 }
 
 
-def _backoff(attempt: int) -> float:
-    return float(min(3600, 5 * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2))
+def _backoff(rt: Runtime, attempt: int) -> float:
+    s = rt.settings
+    base = min(s.revoke_backoff_max_seconds, s.revoke_backoff_base_seconds * 2 ** (attempt - 1))
+    return float(base * random.uniform(0.8, 1.2))
+
+
+async def _finish(
+    rt: Runtime,
+    revocation_id: str,
+    platform: str,
+    status: str,
+    error: str | None,
+    event: str,
+    reason: str | None,
+) -> str:
+    ended = await revocations.finish(rt.pool, revocation_id, status, error, event, reason)
+    log.info(
+        "revocation finished revocation_id=%s platform=%s status=%s reason=%s%s",
+        revocation_id,
+        platform,
+        status,
+        reason,
+        "" if ended else " (already ended by another run)",
+    )
+    return status
 
 
 async def revoke_account_tokens(ctx: dict[str, Any], revocation_id: str) -> str:
@@ -41,69 +69,134 @@ async def revoke_account_tokens(ctx: dict[str, Any], revocation_id: str) -> str:
     attempts = await revocations.count_attempt(rt.pool, revocation_id)
     if attempts is None:
         return "nothing to do"
-    adapter = rt.adapters[row["platform"]]
+    platform: str = row["platform"]
+    max_attempts = rt.settings.revoke_max_attempts
+    if attempts > max_attempts:
+        # Runs that died mid-call (or raised) used the attempts up without recording an end.
+        return await _finish(
+            rt, revocation_id, platform, "failed", None, "revoke_failed", "attempts_exhausted"
+        )
+    adapter = rt.adapters[platform]
+    if not adapter.supports_revoke:
+        rt.metrics.revocations.labels(platform, RevokeOutcome.unsupported.value).inc()
+        return await _finish(
+            rt,
+            revocation_id,
+            platform,
+            "unsupported",
+            None,
+            "revoke_unsupported",
+            RevokeOutcome.unsupported.value,
+        )
     try:
         access, refresh = rt.vault.open_tokens(
             row["account_id"], Sealed(row["key_id"], row["sealed"])
         )
     except (VaultError, TypeError) as exc:
-        await revocations.finish(
-            rt.pool,
+        return await _finish(
+            rt,
             revocation_id,
+            platform,
             "failed",
-            f"tokens unreadable: {exc}",
+            f"tokens unreadable: {type(exc).__name__}",
             "revoke_failed",
             "tokens_unreadable",
         )
-        return "failed"
-    account = AccountRef(
-        row["account_id"], row["platform"], row["platform_user_id"], row["instance_url"]
-    )
+    account = AccountRef(row["account_id"], platform, row["platform_user_id"], row["instance_url"])
     tokens = TokenSet(access, refresh)
-    if not adapter.supports_revoke:
-        result = RevokeResult(RevokeOutcome.unsupported)
-    else:
-        result = await rt.limits.call(row["platform"], lambda: adapter.revoke(account, tokens))
-    rt.metrics.revocations.labels(row["platform"], result.outcome.value).inc()
+    try:
+        result: RevokeResult = await rt.limits.call(
+            platform, lambda: adapter.revoke(account, tokens)
+        )
+    except PlatformPaused as paused:
+        # Nothing was sent: wait the pause out without spending an attempt.
+        await revocations.release_attempt(rt.pool, revocation_id, "platform paused")
+        raise Retry(defer=max(1.0, paused.until - time.time())) from None
+    rt.metrics.revocations.labels(platform, result.outcome.value).inc()
     if result.outcome is RevokeOutcome.transient:
         error = f"transient: {result.error_code or result.http_status}"
-        if attempts < rt.settings.revoke_max_attempts:
+        if attempts < max_attempts:
             await revocations.record_transient(rt.pool, revocation_id, error)
-            defer = max(_backoff(attempts), result.retry_after or 0.0)
+            defer = max(_backoff(rt, attempts), result.retry_after or 0.0)
             log.info(
-                "revoke will retry revocation_id=%s attempt=%s in=%.0fs",
+                "revoke will retry revocation_id=%s attempt=%s in=%.1fs",
                 revocation_id,
                 attempts,
                 defer,
             )
             raise Retry(defer=defer)
-        status, event, reason = "failed", "revoke_failed", "attempts_exhausted"
-    else:
-        status, event = _FINAL[result.outcome]
-        reason = result.outcome.value
-        error = f"{result.error_code or result.http_status}" if status == "failed" else ""
-    await revocations.finish(rt.pool, revocation_id, status, error or None, event, reason)
+        return await _finish(
+            rt, revocation_id, platform, "failed", error, "revoke_failed", "attempts_exhausted"
+        )
+    status, event = _FINAL[result.outcome]
+    code = f"{result.error_code or result.http_status}" if status == "failed" else None
+    if status == "failed":
+        log.warning(
+            "revoke answer not understood revocation_id=%s platform=%s status=%s error_code=%s",
+            revocation_id,
+            platform,
+            result.http_status,
+            result.error_code,
+        )
+    return await _finish(rt, revocation_id, platform, status, code, event, result.outcome.value)
+
+
+async def revoke_tokens_of_disconnected(rt: Runtime, account_id: str, sealed: Sealed) -> bool:
+    """A token pair obtained for an account that was disconnected meanwhile (a refresh in
+    flight during the DELETE) goes through the outbox too; False if the account is live."""
+    revocation_id = new_revocation_id()
+    if not await revocations.add_for_disconnected(
+        rt.pool, revocation_id, account_id, sealed.key_id, sealed.blob
+    ):
+        return False
     log.info(
-        "revocation finished revocation_id=%s platform=%s status=%s",
+        "tokens refreshed during a disconnect queued for revocation account_id=%s revocation_id=%s",
+        account_id,
         revocation_id,
-        row["platform"],
-        status,
     )
-    return status
+    await enqueue_revocation(rt.redis, revocation_id)
+    return True
 
 
-async def relay_revocations(ctx: dict[str, Any]) -> int:
+async def _relay_one(rt: Runtime, revocation_id: str) -> str:
+    enqueued = await enqueue_revocation(rt.redis, revocation_id)
+    if enqueued is not Enqueued.already_queued:
+        return enqueued.value
+    job_id = revoke_job_id(revocation_id)
+    status = await Job(job_id, rt.redis).status()
+    if status is JobStatus.complete:
+        # The job ended (raised, timed out, ran out of arq tries) without ending the
+        # revocation; its kept result would block the job id for an hour.
+        await rt.redis.delete(result_key_prefix + job_id)
+        log.warning("revoke job ended without an outcome, queued again job_id=%s", job_id)
+        return (await enqueue_revocation(rt.redis, revocation_id)).value
+    return str(status.value)
+
+
+async def relay_revocations(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron: re-enqueue revocations still pending after the grace period (a DELETE made
-    while Redis was down, a job lost with its worker). Deterministic job ids make it a no-op
-    for revocations whose job is still queued."""
+    while Redis was down, a job lost with Redis, a job that ended without an outcome).
+    Deterministic job ids make it a no-op for revocations whose job is queued, deferred
+    (backoff) or running; a job whose worker died is run again by arq itself once its
+    in-progress mark lapses."""
     rt = runtime(ctx)
-    ids = await revocations.pending_for_relay(
-        rt.pool, rt.settings.revoke_relay_grace_seconds, RELAY_BATCH
-    )
-    queued = 0
-    for revocation_id in ids:
-        if await enqueue_revocation(rt.redis, revocation_id):
-            queued += 1
-    if ids:
-        log.info("relay re-enqueued pending revocations found=%s", len(ids))
-    return queued
+    counts: dict[str, int] = {}
+    after = None
+    while True:
+        rows = await revocations.pending_for_relay(
+            rt.pool, rt.settings.revoke_relay_grace_seconds, RELAY_BATCH, after
+        )
+        for row in rows:
+            what = await _relay_one(rt, row["id"])
+            counts[what] = counts.get(what, 0) + 1
+            if what == Enqueued.unreachable:
+                break  # the next tick tries again; no need to time out once per row
+        if len(rows) < RELAY_BATCH or counts.get(Enqueued.unreachable):
+            break
+        after = (rows[-1]["created_at"], rows[-1]["id"])
+    if counts:
+        log.info(
+            "relay looked at pending revocations %s",
+            " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
+        )
+    return counts
