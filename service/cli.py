@@ -146,22 +146,28 @@ async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> i
 
 
 async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) -> int:
+    """Disconnect through the API's own statement, then queue each revocation. Prints one
+    line per account: id, platform, revocation id (or -), and what happened to it."""
     from service.app import redis_client
-    from service.revocations import enqueue_revocation
+    from service.revocations import Enqueued, enqueue_revocation
 
-    if not args.ids and not args.workspace:
+    if bool(args.ids) == bool(args.workspace) or (args.platform and not args.workspace):
         print(
-            "octopost: give account ids, or --workspace (and optionally --platform)",
+            "octopost: give account ids, or --workspace NAME (and optionally --platform)",
             file=sys.stderr,
         )
         return 2
     conn = await _connect(settings)
     redis = redis_client(settings.redis_url)
-    failures = 0
+    counts = {"queued": 0, "pending": 0, "no tokens": 0, "not found": 0}
+    queue_reachable = True
     try:
         if args.ids:
-            targets = [(i, await accounts.workspace_of(conn, i)) for i in args.ids]
+            targets = [(i, await accounts.workspace_of(conn, i)) for i in dict.fromkeys(args.ids)]
         else:
+            if await workspaces.get_workspace_id(conn, args.workspace) is None:
+                print(f"octopost: no workspace named {args.workspace!r}", file=sys.stderr)
+                return 1
             rows = await accounts.ids_for_disconnect(conn, args.workspace, args.platform)
             targets = [(r["id"], r["workspace_id"]) for r in rows]
         for account_id, workspace_id in targets:
@@ -172,25 +178,36 @@ async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) 
                 )
             if row is None:
                 print(f"{account_id}\tnot found", file=sys.stderr)
-                failures += 1
+                counts["not found"] += 1
                 continue
-            queued = row["revocation_id"] is not None and await enqueue_revocation(
-                redis, row["revocation_id"]
-            )
-            state = (
-                "revocation queued"
-                if queued
-                else (
-                    "no tokens to revoke"
-                    if row["revocation_id"] is None
-                    else "revocation pending (queue unreachable; the relay will retry)"
-                )
-            )
-            print(f"{account_id}\tdisconnected\t{state}")
+            revocation_id = row["revocation_id"]
+            if revocation_id is None:
+                state = "no tokens"
+            elif queue_reachable:
+                enqueued = await enqueue_revocation(redis, revocation_id)
+                # one timeout is enough: the rest wait for the relay without trying
+                queue_reachable = enqueued is not Enqueued.unreachable
+                state = "queued" if queue_reachable else "pending"
+            else:
+                state = "pending"
+            counts[state] += 1
+            detail = {
+                "queued": "revocation queued",
+                "pending": "revocation pending: queue unreachable, the relay will queue it",
+                "no tokens": "no tokens to revoke",
+            }[state]
+            print(f"{account_id}\t{row['platform']}\t{revocation_id or '-'}\t{detail}")
     finally:
         await redis.aclose()
         await conn.close()
-    return 1 if failures else 0
+    disconnected = counts["queued"] + counts["pending"] + counts["no tokens"]
+    print(
+        f"disconnected {disconnected}: {counts['queued']} revocations queued, "
+        f"{counts['pending']} pending for the relay, {counts['no tokens']} without tokens; "
+        f"{counts['not found']} not found",
+        file=sys.stderr,
+    )
+    return 1 if counts["not found"] else 0
 
 
 async def cmd_tokens_rotate(args: argparse.Namespace, settings: Settings) -> int:
@@ -352,13 +369,16 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
         await conn.close()
     print(
         f"{'id':<21} {'account':<21} {'platform':<10} {'status':<12} {'tries':>5} "
-        f"{'created':<20} last error"
+        f"{'created':<20} {'last activity':<20} last error"
     )
     for r in rows:
         print(
             f"{r['id']:<21} {r['account_id']:<21} {r['platform']:<10} {r['status']:<12} "
-            f"{r['attempts']:>5} {_ts(r['created_at']):<20} {r['last_error'] or ''}"
+            f"{r['attempts']:>5} {_ts(r['created_at']):<20} "
+            f"{_ts(r['completed_at'] or r['updated_at']):<20} {r['last_error'] or ''}"
         )
+    if not rows:
+        print(f"no {' or '.join(statuses)} revocations", file=sys.stderr)
     return 0
 
 
