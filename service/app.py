@@ -58,7 +58,11 @@ def redis_client(url: str) -> ArqRedis:
     pool = ConnectionPool.from_url(
         url, socket_connect_timeout=1.0, socket_timeout=2.0, health_check_interval=30
     )
-    return ArqRedis(connection_pool=pool)
+    client = ArqRedis(connection_pool=pool)
+    # A client given a pool leaves it open on aclose(); this pool is the client's own, and
+    # its connections must close with it (else sockets leak at every shutdown).
+    client.auto_close_connection_pool = True
+    return client
 
 
 def create_app(

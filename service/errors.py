@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from asyncpg.exceptions import InternalClientError
 from redis.exceptions import RedisError
 
 from service.db import UNAVAILABLE_ERRORS
@@ -99,6 +100,12 @@ class ServiceUnavailable(ApiError):
     type = "service_unavailable"
 
 
+# A connection the server closed mid-statement (shutdown, crash) can be handed out once more
+# before asyncpg has seen its socket close; a statement on it fails with InternalClientError
+# ("another operation is in progress"). That is the same outage, not a bug of ours.
+_DATABASE_GONE = (*UNAVAILABLE_ERRORS, InternalClientError)
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -119,7 +126,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, message, headers=headers)
     except asyncio.CancelledError:
         raise
-    except UNAVAILABLE_ERRORS as exc:
+    except _DATABASE_GONE as exc:
         log.warning(
             "database unavailable request_id=%s error=%s",
             request.get(REQUEST_ID),
