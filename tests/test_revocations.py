@@ -23,6 +23,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
 from service.app import create_app
+from service.cli import build_parser, cmd_accounts_disconnect
 from service.embedded import EmbeddedRedis
 from service.repository import health
 from service.revocations import REVOKE_JOB, revoke_job_id
@@ -882,15 +883,15 @@ async def test_cli_disconnect_a_workspace_platform(
     r = octopost(settings, "accounts", "disconnect", "--workspace", "acme")
     assert r.returncode == 0, r.stderr
     assert [ln.split("\t")[0] for ln in r.stdout.splitlines()] == [acme[2]]
-    # usage errors change nothing
+    # usage errors change nothing (the command returns before connecting: run in-process)
     for args in (
         (),
         ("--platform", "twitter"),
         (other, "--workspace", "other"),
         (other, "--platform", "twitter"),
     ):
-        r = octopost(settings, "accounts", "disconnect", *args)
-        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        parsed = build_parser().parse_args(["accounts", "disconnect", *args])
+        assert await cmd_accounts_disconnect(parsed, settings) == 2, args
     r = octopost(settings, "accounts", "disconnect", "--workspace", "nope")
     assert r.returncode == 1 and "no workspace named 'nope'" in r.stderr
     assert await pool.fetchval("SELECT count(*) FROM accounts WHERE disconnected_at IS NULL") == 1
