@@ -61,13 +61,17 @@ RETURNING a.id
 # Everything a check needs, for one batch, in one round trip. Rows whose lease this sweep
 # no longer holds (finished by an earlier try of the batch, re-claimed after the lease ran
 # out, disconnected) are not returned, so nothing is checked twice.
+# `IS NOT DISTINCT FROM` (the same as `=` for a sweep id) keeps the planner off the
+# accounts_in_flight index: it estimates one row per sweep there and would otherwise read
+# every account the sweep has in flight (up to sweep_max_ahead) for each batch of 250.
 LOAD_BATCH = """
 SELECT a.id, a.platform, a.platform_user_id, a.instance_url, a.is_active, a.health_status,
        a.transient_failures,
        t.key_id, t.sealed, t.has_refresh, t.access_expires_at, t.refresh_expires_at,
        t.scopes, t.generation
 FROM accounts a LEFT JOIN account_tokens t ON t.account_id = a.id
-WHERE a.id = ANY($1::text[]) AND a.lease_sweep_id = $2 AND a.disconnected_at IS NULL
+WHERE a.id = ANY($1::text[]) AND a.lease_sweep_id IS NOT DISTINCT FROM $2
+  AND a.disconnected_at IS NULL
 """
 
 # One statement writes every outcome of a batch, releases the leases, records the events
@@ -91,7 +95,8 @@ WITH o AS (
         transient_failures = o.transient_failures,
         lease_sweep_id = NULL
     FROM o
-    WHERE a.id = o.id AND a.lease_sweep_id = $1 AND a.disconnected_at IS NULL
+    WHERE a.id = o.id AND a.lease_sweep_id IS NOT DISTINCT FROM $1  -- see LOAD_BATCH
+      AND a.disconnected_at IS NULL
     RETURNING a.id, o.outcome, o.event, o.reason, o.error_code
 ), ev AS (
     INSERT INTO account_events (account_id, kind, reason, detail)
