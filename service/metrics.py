@@ -11,6 +11,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service import keys
 
+# Any other method (aiohttp accepts any token) is counted as OTHER: a client must not be able
+# to mint label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class ApiMetrics:
     def __init__(self) -> None:
@@ -28,6 +32,21 @@ class ApiMetrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        # labels() costs a lock and a dict lookup per metric per request; the children for
+        # a (route, method, status) are looked up once. The key space is bounded: route
+        # templates, METHODS and the statuses the app answers.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method if method in METHODS else "OTHER", status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(key[0], key[1], str(status)),
+                self.latency.labels(route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -48,10 +67,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
         return response
     finally:
-        metrics = request.app[keys.METRICS]
-        route = route_name(request)
-        metrics.requests.labels(route, request.method, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - started)
+        request.app[keys.METRICS].observe(
+            route_name(request), request.method, status, time.perf_counter() - started
+        )
 
 
 async def metrics_view(request: web.Request) -> web.Response:
