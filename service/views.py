@@ -14,12 +14,11 @@ from service.errors import BadRequest, NotFound, ServiceUnavailable
 from service.ids import PLATFORMS, is_plausible_id, new_revocation_id
 from service.models import (
     HEALTH_STATUSES,
-    Account,
     AccountEvent,
     AccountEventList,
     AccountHealth,
-    AccountList,
-    AccountPage,
+    account_json,
+    account_list_json,
 )
 from service.repository import accounts, events
 from service.revocations import enqueue_revocation
@@ -28,6 +27,10 @@ log = logging.getLogger("octopost.api")
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+
+
+def json_body(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -101,19 +104,13 @@ async def list_accounts(request: web.Request) -> web.Response:
         limit=page + 1 if page is not None else None,
     )
     if page is None:
-        return json_response(AccountList(accounts=[Account.model_validate(dict(r)) for r in rows]))
+        return json_body(account_list_json(rows, next_cursor=None))
     has_more = len(rows) > page
     rows = rows[:page]
     next_cursor = (
         cursor.encode_account(rows[-1]["connected_at"], rows[-1]["id"]) if has_more else None
     )
-    return json_response(
-        AccountPage(
-            accounts=[Account.model_validate(dict(r)) for r in rows],
-            has_more=has_more,
-            next_cursor=next_cursor,
-        )
-    )
+    return json_body(account_list_json(rows, has_more=has_more, next_cursor=next_cursor))
 
 
 async def get_account(request: web.Request) -> web.Response:
@@ -122,7 +119,7 @@ async def get_account(request: web.Request) -> web.Response:
     )
     if row is None:
         raise NotFound("account not found")
-    return json_response(Account.model_validate(dict(row)))
+    return json_body(account_json(row))
 
 
 async def disconnect_account(request: web.Request) -> web.Response:
