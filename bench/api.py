@@ -64,6 +64,7 @@ class Scenario:
 
 
 CEILING = Scenario("ceiling", "minimal aiohttp JSON endpoint (framework ceiling)")
+CEILING_QUERY = Scenario("ceiling+query", "minimal endpoint + one asyncpg SELECT by key")
 PGBENCH = Scenario("pgbench", "pgbench -S -M prepared (database ceiling)")
 LIST3 = Scenario("list3", "GET /v1/accounts (3 accounts)")
 LIST500 = Scenario("list500", "GET /v1/accounts?limit=100, paging 500 accounts")
@@ -124,6 +125,7 @@ class ApiResults:
                 "API processes",
                 "req/s",
                 "÷ framework",
+                "÷ framework+query",
                 "÷ database",
                 "p50 ms",
                 "÷ framework",
@@ -133,18 +135,20 @@ class ApiResults:
         )
         db = self.median(PGBENCH, 0)
         table.add(
-            PGBENCH.label, "-", fmt(db["rps"]), "-", "1.00", fmt(db["p50"], 2), "-",
+            PGBENCH.label, "-", fmt(db["rps"]), "-", "-", "1.00", fmt(db["p50"], 2), "-",
             fmt(db["p99"], 2), "-",
         )  # fmt: skip
         for processes in o.processes:
             top = self.median(CEILING, processes)
-            for scenario in (CEILING, *API_SCENARIOS):
+            with_query = self.median(CEILING_QUERY, processes)
+            for scenario in (CEILING, CEILING_QUERY, *API_SCENARIOS):
                 m = self.median(scenario, processes)
                 table.add(
                     scenario.label,
                     processes,
                     fmt(m["rps"]),
                     ratio(m["rps"], top["rps"]),
+                    "-" if scenario is CEILING else ratio(m["rps"], with_query["rps"]),
                     ratio(m["rps"], db["rps"]),
                     fmt(m["p50"], 2),
                     ratio(m["p50"], top["p50"]),
@@ -154,7 +158,10 @@ class ApiResults:
         table.notes = [
             "÷ framework: the figure divided by the minimal aiohttp endpoint's with the same "
             "number of processes (req/s: higher is better, max 1; latency: lower is better, "
-            "min about 1); ÷ database: req/s divided by pgbench -S transactions/s.",
+            "min about 1). ÷ framework+query: req/s divided by that of the minimal endpoint "
+            "doing one primary-key SELECT through the service's pool (no middleware, no "
+            "auth): what is left is our own code. ÷ database: req/s divided by pgbench -S "
+            "transactions/s.",
             f"Load: {o.loadgen} with {o.threads} thread(s), {o.connections} keep-alive "
             f"connections, {o.warmup:g} s warm-up before each run; "
             f"pgbench -S -M prepared -c {o.connections} -j {o.threads}. Load generator, "
@@ -333,14 +340,22 @@ def api_env(o: ApiOptions, db: BenchDatabase) -> dict[str, str]:
     }
 
 
-def run_ceiling(o: ApiOptions, processes: int) -> LoadResult:
+def run_ceiling(
+    o: ApiOptions, db: BenchDatabase, seeded: Seeded, processes: int
+) -> tuple[LoadResult, LoadResult]:
+    """The framework's ceiling, and the framework's with one query per request."""
     port = free_port()
-    argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port)]
+    base = f"http://{HOST}:{port}"
+    argv = [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--database-url", db.url]
     with running("ceiling", [*argv, "--processes", str(processes)], {}) as proc:
         wait_for_port(proc, port)
-        result = measure(o, f"http://{HOST}:{port}/v1/accounts")
+        status, body = _get(f"{base}/v1/accounts/{seeded.account_id}", "-")
+        if status != 200:
+            raise BenchError(f"the ceiling's query endpoint answered {status}: {body[:200]!r}")
+        bare = measure(o, f"{base}/v1/accounts")
+        with_query = measure(o, f"{base}/v1/accounts/{seeded.account_id}")
         proc.check_alive()
-        return result
+        return bare, with_query
 
 
 def run_api(
@@ -396,7 +411,9 @@ async def run(o: ApiOptions) -> ApiResults:
             if db_result is not None:
                 results.add(PGBENCH, 0, db_result)
             for processes in o.processes:
-                results.add(CEILING, processes, await asyncio.to_thread(run_ceiling, o, processes))
+                bare, with_query = await asyncio.to_thread(run_ceiling, o, db, seeded, processes)
+                results.add(CEILING, processes, bare)
+                results.add(CEILING_QUERY, processes, with_query)
                 by_name = await asyncio.to_thread(run_api, o, db, seeded, processes)
                 for scenario in API_SCENARIOS:
                     results.add(scenario, processes, by_name[scenario.name])

@@ -71,6 +71,7 @@ def test_api_bench_runs(database_url: str, redis_url: str) -> None:
     assert "ERRORS" not in out, out
     for label in (
         "minimal aiohttp JSON endpoint",
+        "minimal endpoint + one asyncpg SELECT",
         "GET /v1/accounts (3 accounts)",
         "GET /v1/accounts?limit=100, paging",
         "GET /v1/accounts/{id}",
