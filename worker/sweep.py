@@ -73,5 +73,7 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
 async def scheduled_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron: one scheduled sweep per tick (arq runs a cron tick once across workers)."""
     rt = runtime(ctx)
+    for stale in await health.finish_idle_sweeps(rt.pool):
+        log.warning("sweep closed after its last batch never reported sweep_id=%s", stale)
     sweep_id = await health.create_sweep(rt.pool, "schedule")
     return await run_sweep(ctx, sweep_id)

@@ -29,6 +29,15 @@ WHERE id = $1 AND status = 'running'
                   WHERE lease_sweep_id = $1 AND disconnected_at IS NULL)
 RETURNING id
 """
+# The same for every running sweep: catches the one whose last batch never reported (its
+# check job timed out or used up its tries) once its accounts' leases have been taken over.
+FINISH_IDLE_SWEEPS = """
+UPDATE sweeps s SET status = 'done', finished_at = now()
+WHERE s.status = 'running'
+  AND NOT EXISTS (SELECT 1 FROM accounts a
+                  WHERE a.lease_sweep_id = s.id AND a.disconnected_at IS NULL)
+RETURNING s.id
+"""
 ADD_CLAIMED = "UPDATE sweeps SET claimed = claimed + $2 WHERE id = $1"
 GET_SWEEP = "SELECT * FROM sweeps WHERE id = $1"
 LIST_SWEEPS = "SELECT * FROM sweeps ORDER BY id DESC LIMIT $1"
@@ -200,6 +209,10 @@ async def end_claiming(conn: asyncpg.Pool, sweep_id: int) -> None:
 
 async def finish_if_idle(conn: asyncpg.Pool, sweep_id: int) -> bool:
     return await conn.fetchval(FINISH_IF_IDLE, sweep_id) is not None
+
+
+async def finish_idle_sweeps(conn: asyncpg.Pool) -> list[int]:
+    return [r["id"] for r in await conn.fetch(FINISH_IDLE_SWEEPS)]
 
 
 async def get_sweep(

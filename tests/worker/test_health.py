@@ -353,3 +353,27 @@ async def test_scheduled_sweep_takes_only_due_accounts(
     assert (result["claimed"], result["checked"]) == (2, 2)
     checked = await pool.fetch("SELECT id FROM accounts WHERE last_checked_at IS NOT NULL")
     assert sorted(r["id"] for r in checked) == sorted(ids[2:])
+
+
+async def test_a_sweep_whose_batch_never_reported_is_closed_later(
+    sweep: SweepRunner, import_lines: Any, pool: asyncpg.Pool, runtime: Runtime
+) -> None:
+    """A check job that timed out leaves its accounts leased to its sweep; once a later
+    sweep has taken them over (the lease ran out), the next tick closes the old sweep."""
+    ids = await import_lines("acme", [account("mastodon", f"s-{i}") for i in range(3)])
+    stuck = await health.create_sweep(pool, "schedule")
+    await pool.execute("UPDATE sweeps SET status = 'running', claimed = 3 WHERE id = $1", stuck)
+    await pool.execute(
+        "UPDATE accounts SET lease_sweep_id = $1, last_sweep_id = $1, "
+        "next_check_at = now() - interval '1 second' WHERE id = ANY($2::text[])",
+        stuck,
+        ids,
+    )
+    assert await health.finish_idle_sweeps(pool) == []  # its leases are still held
+    await sweep(trigger="schedule")  # lease ran out: a new sweep checks them
+    from worker.runtime import CTX_KEY
+    from worker.sweep import scheduled_sweep
+
+    await scheduled_sweep({CTX_KEY: runtime})
+    row = await health.get_sweep(pool, stuck)
+    assert row is not None and row["status"] == "done" and row["checked"] == 0
