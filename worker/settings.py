@@ -1,4 +1,10 @@
-"""The arq worker, declared in one place: functions, cron jobs, startup and shutdown."""
+"""The arq worker, declared in one place: functions, cron jobs, startup and shutdown.
+
+`octopost worker` (and `octopost dev`) build it with `make_worker`. There is deliberately no
+class for `arq worker.settings.WorkerSettings`: arq's own runner cannot shorten the
+in-progress mark below, so a worker started that way would strand a dead worker's jobs for
+the longest job timeout (hours) instead of one lease.
+"""
 
 from __future__ import annotations
 
@@ -112,21 +118,3 @@ def make_worker(
     worker = Worker(**options)
     worker.in_progress_timeout_s = in_progress_ttl
     return worker
-
-
-class WorkerSettings:
-    """For `arq worker.settings.WorkerSettings`; `octopost worker` builds the same worker."""
-
-    _settings = Settings()
-    functions = functions(_settings)
-    cron_jobs = cron_jobs(_settings)
-    redis_settings = RedisSettings.from_dsn(_settings.redis_url)
-    max_jobs = _settings.worker_max_jobs
-
-    @staticmethod
-    async def on_startup(ctx: dict[str, Any]) -> None:
-        ctx[CTX_KEY] = await Runtime.start(WorkerSettings._settings, ctx["redis"])
-
-    @staticmethod
-    async def on_shutdown(ctx: dict[str, Any]) -> None:
-        await ctx[CTX_KEY].close()
