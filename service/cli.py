@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -253,6 +254,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from worker.settings import make_worker
 
     load_vault(settings)  # fail before connecting anything if keys are missing
+    with contextlib.suppress(ImportError):  # arq runs on the current loop: make it uvloop's
+        import uvloop
+
+        asyncio.set_event_loop(uvloop.new_event_loop())
     worker = make_worker(settings, burst=args.burst, job_completion_wait=args.shutdown_wait)
     worker.run()
     return 0
