@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 
@@ -15,12 +16,13 @@ from redis.asyncio import ConnectionPool
 from service import keys, views
 from service.auth import PRINCIPAL, Authenticator
 from service.db import create_pool
-from service.errors import PayloadTooLarge, error_middleware
+from service.errors import PayloadTooLarge, RequestTimeout, error_middleware
 from service.ids import random_string
 from service.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.openapi import build_openapi
 from service.settings import Settings
 
+BODY_READ_SECONDS = 10.0
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 
 
@@ -41,6 +43,18 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     limit = request.app[keys.SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    if request.content_length is None and request.body_exists:
+        # A chunked body declares no length: count it (up to the limit) instead, and do not
+        # wait for ever on a client that stops sending.
+        size = 0
+        try:
+            async with asyncio.timeout(BODY_READ_SECONDS):
+                while chunk := await request.content.read(64 * 1024):
+                    size += len(chunk)
+                    if size > limit:
+                        raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        except TimeoutError:
+            raise RequestTimeout("the request body did not arrive in time") from None
     return await handler(request)
 
 

@@ -85,6 +85,11 @@ class NotFound(ApiError):
     type = "not_found"
 
 
+class RequestTimeout(ApiError):
+    status = 408
+    type = "request_timeout"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     type = "payload_too_large"

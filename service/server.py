@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_server import Server
@@ -28,7 +29,18 @@ from service.ids import random_string
 log = logging.getLogger("octopost.server")
 
 
+# Distinct limits, so a LineTooLong says which was too long: the request line (414) or a
+# header (431). Room for a 10 KB id in the request line, so it is judged (404) rather than
+# cut off; 8 KiB for one header line, as common proxies allow.
+MAX_REQUEST_LINE = 16 * 1024
+MAX_HEADER_LINE = 8 * 1024
+
+
 class JsonErrorRequestHandler(RequestHandler):
+    def __init__(self, *args: Any, max_field_size: int = MAX_HEADER_LINE, **kwargs: Any) -> None:
+        super().__init__(*args, max_field_size=max_field_size, **kwargs)
+        self._max_field_size = max_field_size
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -39,7 +51,13 @@ class JsonErrorRequestHandler(RequestHandler):
         if status >= 500:
             log.error("protocol error", exc_info=exc)
         text = "internal error" if status >= 500 else "the request could not be parsed"
-        if exc is not None and status < 500:
+        if isinstance(exc, LineTooLong):
+            header = exc.args[1] == self._max_field_size
+            status = 431 if header else 414
+            text = "a request header is too large" if header else "the request line is too long"
+        elif isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received":
+            status, text = 431, "too many request headers"
+        elif exc is not None and status < 500:
             # aiohttp's parser messages say what was wrong (header too long, bad method)
             text = f"{text}: {type(exc).__name__}"
         body = orjson.dumps({"error": {"type": error_type(status), "message": text}})
@@ -78,11 +96,9 @@ def json_http_errors(
 
 
 class AppRunner(web.AppRunner):
-    # Room for a 10 KB id in the request line, so it is judged (404) rather than cut off;
-    # anything larger is refused by the parser with a JSON 400.
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        kwargs.setdefault("max_line_size", 16 * 1024)
-        kwargs.setdefault("max_field_size", 16 * 1024)
+        kwargs.setdefault("max_line_size", MAX_REQUEST_LINE)
+        kwargs.setdefault("max_field_size", MAX_HEADER_LINE)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> Server:

@@ -29,6 +29,15 @@ from service.settings import Settings
 from service.vault import Vault
 from tests.conftest import ROOT, free_port
 
+# The platform sandbox and the in-process burst worker, for the whole-run secrets test.
+from tests.worker.conftest import (  # noqa: F401
+    fresh_sandbox,
+    platform_settings,
+    sandbox,
+    sweep,
+    worker_settings,
+)
+
 T = TypeVar("T")
 
 ERROR_KEYS = {"error"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -26,14 +26,15 @@ from schemathesis import GenerationMode
 
 from service import cursor, ids
 from service.openapi import build_openapi
+from service.repository import workspaces
 from service.settings import Settings
 from service.vault import Vault
+from tests.conftest import TABLES
 from tests.reliability.conftest import (
     ApiProcess,
     account_line,
     api_env,
     assert_error_body,
-    create_key,
     import_into,
     migrated,
     run_sync,
@@ -55,10 +56,48 @@ Check = Callable[[Any, schemathesis.Response, schemathesis.Case], bool | None]
 @dataclass
 class FuzzTarget:
     api: ApiProcess
-    key: str
-    other_key: str
-    own_ids: frozenset[str]
-    other_ids: frozenset[str]
+    database_url: str
+    vault: Vault
+    key: str = field(default_factory=ids.new_api_key)
+    other_key: str = field(default_factory=ids.new_api_key)
+    own_ids: frozenset[str] = frozenset(f"acc_fuzzA{p}" for p in PLATFORMS_A)
+    other_ids: frozenset[str] = frozenset(f"acc_fuzzB{p}" for p in PLATFORMS_B)
+
+    def reseed(self) -> None:
+        """The same two workspaces every time, down to ids and timestamps: a stateful
+        scenario replayed by Hypothesis must meet the server state it met before."""
+
+        async def seed() -> None:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                await conn.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+                for workspace, key, platforms, prefix in (
+                    ("fuzz-a", self.key, PLATFORMS_A, "acc_fuzzA"),
+                    ("fuzz-b", self.other_key, PLATFORMS_B, "acc_fuzzB"),
+                ):
+                    async with conn.transaction():
+                        workspace_id = await workspaces.ensure_workspace(conn, workspace)
+                        await workspaces.insert_key(
+                            conn,
+                            f"key_{workspace}",
+                            workspace_id,
+                            ids.key_display_prefix(key),
+                            ids.hash_api_key(key),
+                        )
+                    lines = [
+                        account_line(
+                            p,
+                            f"{prefix}-{p}",
+                            id=f"{prefix}{p}",
+                            connected_at=f"2026-01-0{n + 1}T00:00:00Z",
+                        )
+                        for n, p in enumerate(platforms)
+                    ]
+                    await import_into(conn, self.vault, workspace, lines)
+            finally:
+                await conn.close()
+
+        run_sync(seed)
 
 
 @pytest.fixture(scope="module")
@@ -80,25 +119,11 @@ def fuzz_api(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> It
 def fuzz_target(
     fuzz_api: ApiProcess, settings: Settings, vault: Vault, pool: asyncpg.Pool
 ) -> FuzzTarget:
-    """Two workspaces with accounts (the tables were emptied for this test); the fuzzer
-    holds workspace A's key and must never see B's accounts."""
-
-    async def seed() -> FuzzTarget:
-        conn = await asyncpg.connect(settings.database_url)
-        try:
-            key = await create_key(conn, "fuzz-a")
-            other_key = await create_key(conn, "fuzz-b")
-            own = await import_into(
-                conn, vault, "fuzz-a", [account_line(p, f"a-{p}") for p in PLATFORMS_A]
-            )
-            other = await import_into(
-                conn, vault, "fuzz-b", [account_line(p, f"b-{p}") for p in PLATFORMS_B]
-            )
-        finally:
-            await conn.close()
-        return FuzzTarget(fuzz_api, key, other_key, frozenset(own), frozenset(other))
-
-    return run_sync(seed)
+    """Two workspaces with accounts; the fuzzer holds workspace A's key and must never see
+    B's accounts."""
+    target = FuzzTarget(fuzz_api, settings.database_url, vault)
+    target.reseed()
+    return target
 
 
 def fuzz_config(base_url: str) -> schemathesis.Config:
@@ -108,6 +133,9 @@ def fuzz_config(base_url: str) -> schemathesis.Config:
         modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
         max_examples=MAX_EXAMPLES,
         deterministic=True,
+        # Unknown query parameters are ignored (like ?_=cache-buster), not refused: they are
+        # not "invalid data" for this API.
+        allow_extra_parameters=False,
     )
     # positive_data_acceptance is replaced by positive_data_accepted below: a cursor is an
     # opaque token the server issued, so a random "schema-valid" string is rightly a 400.
@@ -225,6 +253,9 @@ def test_stateful_sequences_follow_the_links(fuzz_target: FuzzTarget) -> None:
     checks = [one_error_format, never_another_workspace(fuzz_target), positive_data_accepted]
 
     class Workflow(live.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            fuzz_target.reseed()
+
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"headers": {"Authorization": f"Bearer {fuzz_target.key}"}}
 
