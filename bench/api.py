@@ -222,6 +222,7 @@ async def seed(db: BenchDatabase, big: int) -> Seeded:
                 parsed = parse_lines(orjson.dumps(line).decode() for line in lines)
                 await import_accounts(conn, vault, workspace_id, parsed)
             keys[workspace] = key
+        await conn.execute("ANALYZE")  # as autovacuum would soon: plans from real statistics
     finally:
         await conn.close()
     return Seeded(keys[SEED_WORKSPACE], keys[BIG_WORKSPACE], "acc_abc123")
