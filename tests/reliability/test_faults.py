@@ -14,7 +14,7 @@ import contextlib
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,7 +207,7 @@ async def _consistent(stack: Stack) -> dict[str, int]:
 
 
 async def _outage(
-    stack: Stack, down: Callable[[], None], up: Callable[[], None], label: str
+    stack: Stack, down: Callable[[], object], up: Callable[[], object], label: str
 ) -> None:
     traffic = Traffic(stack)
     traffic.start()
@@ -356,56 +356,82 @@ async def test_sigterm_drains_in_flight_requests(
         (account_id,) = await import_into(conn, vault, "drain", [account_line("youtube", "d")])
     api = ApiProcess(api_env(settings, OCTOPOST_LOG_LEVEL="INFO"), tmp_path / "api.log")
     await asyncio.to_thread(api.start)
+    headers = {"Authorization": f"Bearer {key}"}
+    paths = ["/v1/accounts", f"/v1/accounts/{account_id}"] * 4
+    lock = await asyncpg.connect(settings.database_url)
     try:
         async with aiohttp.ClientSession() as session:
-            headers = {"Authorization": f"Bearer {key}"}
-            warm = await session.get(f"{api.base}/v1/accounts", headers=headers)
-            assert warm.status == 200  # the key is resolved and cached now
-            lock = await asyncpg.connect(settings.database_url)
-            tx = lock.transaction()
-            await tx.start()
-            await lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+            async with session.get(f"{api.base}/v1/accounts", headers=headers) as warm:
+                assert warm.status == 200  # the key is resolved and cached now
+        tx = lock.transaction()
+        await tx.start()
+        await lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
 
-            async def held(path: str) -> tuple[int, bytes]:
-                async with aiohttp.ClientSession() as own:  # a connection each
-                    async with own.get(f"{api.base}{path}", headers=headers) as r:
-                        return r.status, await r.read()
+        async def held(path: str) -> tuple[int, bytes]:
+            async with aiohttp.ClientSession() as own:  # a connection each
+                async with own.get(f"{api.base}{path}", headers=headers) as r:
+                    return r.status, await r.read()
 
-            paths = ["/v1/accounts", f"/v1/accounts/{account_id}"] * 4
-            in_flight = [asyncio.create_task(held(p)) for p in paths]
-            deadline = time.monotonic() + 10
-            while True:
-                waiting = await pool.fetchval(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'octopost' AND wait_event_type = 'Lock'"
-                )
-                if waiting == len(paths) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
-            assert waiting == len(paths)
-            signalled = time.monotonic()
-            api.signal(signal.SIGTERM)
-            # The listening socket closes: new connections are refused while draining.
-            while time.monotonic() - signalled < 5:
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", api.port)
-                except OSError:
-                    break
-                writer.close()
-                await writer.wait_closed()
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError("the port stayed open after SIGTERM")
-            assert api.proc is not None and api.proc.poll() is None  # still draining
-            await asyncio.sleep(0.5)
-            await tx.rollback()
-            await lock.close()
-            answers = await asyncio.wait_for(asyncio.gather(*in_flight), timeout=10)
+        in_flight = [asyncio.create_task(held(p)) for p in paths]
+        # All requests are in the API (one connection each) and its statements wait for our
+        # lock (the API may share one statement among several requests: count connections).
+        await _until(lambda: _inbound(api) >= len(paths))
+        holder = await lock.fetchval("SELECT pg_backend_pid()")
+        await _until_async(
+            lambda: lock.fetchval(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                holder,
+            )
+        )
+        await asyncio.sleep(0.3)  # the last requests read and waiting too
+        assert not any(t.done() for t in in_flight)
+        signalled = time.monotonic()
+        api.signal(signal.SIGTERM)
+        # The listening socket closes: new connections are refused while draining.
+        while time.monotonic() - signalled < 5:
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", api.port)
+            except OSError:
+                break
+            writer.close()
+            await writer.wait_closed()
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the port stayed open after SIGTERM")
+        assert api.proc is not None and api.proc.poll() is None  # still draining
+        await asyncio.sleep(0.5)
+        await tx.rollback()
+        answers = await asyncio.wait_for(asyncio.gather(*in_flight), timeout=10)
         code = await asyncio.to_thread(api.wait, 15)
     finally:
+        await lock.close()  # never leave the table locked for the tests after this one
         api.kill()
     assert [status for status, _ in answers] == [200] * len(paths), answers
     assert code == 0, api.logs()
     assert "shutting down" in api.logs()
     FIGURES["sigterm: in-flight requests drained"] += len(paths)
     FIGURES["faults survived"] += 1
+
+
+def _inbound(api: ApiProcess) -> int:
+    """Client connections the API process has accepted and holds open."""
+    assert api.proc is not None
+    return sum(
+        1
+        for c in psutil.Process(api.proc.pid).net_connections("tcp")
+        if c.laddr and c.laddr.port == api.port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _until_async(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
