@@ -119,6 +119,8 @@ class SweepRun:
     peak_rss_mb: float
     worker_cpu_s: float
     sandbox_cpu_s: float
+    postgres_cpu_s: float
+    machine_busy: float  # share of all cores busy (anyone's work), 0..1
 
     @property
     def rate(self) -> float:
@@ -161,11 +163,13 @@ class SweepResults:
                 "peak worker RSS MB",
                 "worker CPU ms/check",
                 "sandbox CPU %",
+                "PostgreSQL CPU %",
+                "all cores busy %",
             ],
         )
         table.add(
             f"sandbox alone (wrk, {o.sandbox_connections} connections)",
-            fmt(ceiling), "-", "-", "1.00", "-", "-", "-", "-", "-",
+            fmt(ceiling), "-", "-", "1.00", "-", "-", "-", "-", "-", "-", "-",
         )  # fmt: skip
         for workers in o.workers:
             runs = self._runs(o.accounts, workers)
@@ -183,6 +187,8 @@ class SweepResults:
                 fmt(max(r.peak_rss_mb for r in runs), 1),
                 fmt(median(1000 * r.worker_cpu_s / r.checked for r in runs), 3),
                 fmt(median(100 * r.sandbox_cpu_s / r.seconds for r in runs)),
+                fmt(median(100 * r.postgres_cpu_s / r.seconds for r in runs)),
+                fmt(median(100 * r.machine_busy for r in runs)),
             )
         table.notes = [
             "checks/s = checked / (finished_at - started_at) of the sweep row (claiming "
@@ -191,6 +197,9 @@ class SweepResults:
             "logger, BEGIN/COMMIT included) / checks; transactions/check: pg_stat_database "
             "xact_commit + xact_rollback of the benchmark database over the sweep, less the "
             "harness's own polls, / checks. Peak RSS: max VmHWM over the workers and runs.",
+            "CPU % is of one core over the sweep (the sandbox, the benchmark database's "
+            "PostgreSQL backends); all cores busy: /proc/stat over the sweep, everyone's work "
+            f"on all {cores()} cores.",
             f"Defaults: batch {250}, 8 jobs and 128 requests per platform in flight per worker; "
             f"{cores()} cores shared by workers, sandbox, PostgreSQL and Redis.",
         ]
@@ -311,8 +320,25 @@ async def grow(stack: Stack, have: int, want: int, chunk: int = 20_000) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:  # a backend that has just exited
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = $1"
+
+
+async def backend_cpu(admin: asyncpg.Connection, db: str) -> dict[int, float]:
+    return {r["pid"]: cpu_seconds(r["pid"]) for r in await admin.fetch(BACKENDS, db)}
 
 
 def sandbox_ceiling(o: SweepOptions, port: int) -> LoadResult:
@@ -410,6 +436,8 @@ async def sweep_once(
             transactions_before = await admin.fetchval(TRANSACTIONS, db.name)
             cpu_before = [cpu_seconds(p.pid) for p in procs]
             sandbox_before = cpu_seconds(sandbox.pid)
+            postgres_before = await backend_cpu(admin, db.name)
+            machine_before = machine_ticks()
             conn = await asyncpg.connect(db.url)
             own = 0
             try:
@@ -433,6 +461,11 @@ async def sweep_once(
             after = statement_counts(procs, files, serials)
             worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_before, strict=True))
             sandbox_cpu = cpu_seconds(sandbox.pid) - sandbox_before
+            postgres_cpu = sum(
+                cpu - postgres_before.get(pid, 0.0)
+                for pid, cpu in (await backend_cpu(admin, db.name)).items()
+            )
+            busy, total = (b - a for a, b in zip(machine_before, machine_ticks(), strict=True))
             peak = max(peak_rss_mb(p.pid) for p in procs)
         # the workers are stopped: their statistics are flushed when their backends exit
         await _wait_no_backends(admin, db.name)
@@ -456,6 +489,8 @@ async def sweep_once(
         peak,
         worker_cpu,
         sandbox_cpu,
+        postgres_cpu,
+        busy / total if total else float("nan"),
     )
     say(
         f"sweep: {accounts:,} accounts, {n_workers} worker(s): {result.rate:,.0f} checks/s, "
