@@ -82,6 +82,12 @@ Url = Annotated[
 ]
 
 
+# Tokens travel in HTTP headers and form bodies: no whitespace or control characters (OAuth
+# tokens are printable ASCII; a CR/LF would be a header injection at the platform call).
+_PRINTABLE = r"^[\x21-\x7e]*$"
+Secret = Annotated[str, StringConstraints(max_length=16384, pattern=_PRINTABLE)]
+
+
 class ImportLine(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -94,8 +100,8 @@ class ImportLine(BaseModel):
     is_active: bool = True
     connected_at: Timestamp | None = None
     last_used_at: Timestamp | None = None
-    access_token: Annotated[str, StringConstraints(min_length=1, max_length=16384)]
-    refresh_token: Annotated[str, StringConstraints(max_length=16384)] | None = None
+    access_token: Annotated[Secret, StringConstraints(min_length=1)]
+    refresh_token: Secret | None = None
     token_expires_at: Timestamp | None = None
     refresh_token_expires_at: Timestamp | None = None
     scopes: list[

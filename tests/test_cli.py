@@ -272,3 +272,22 @@ def test_development_creates_a_key_file_and_says_so(settings: Settings, tmp_path
     assert (tmp_path / "token-keys").exists()
     assert "development token key" in r.stderr
     assert oct(os.stat(tmp_path / "token-keys").st_mode & 0o777) == "0o600"
+
+
+@pytest.mark.parametrize("token", ["abc\r\nX-Injected: 1", "has space", "tab\there", "nul\x00"])
+async def test_tokens_with_whitespace_or_control_characters_are_refused(
+    settings: Settings, pool: Any, token: str
+) -> None:
+    line = {
+        "platform": "twitter",
+        "platform_user_id": "1",
+        "username": "u",
+        "display_name": "d",
+        "access_token": "ok",
+        "refresh_token": token,
+    }
+    for variant in (line, {**line, "access_token": token, "refresh_token": None}):
+        r = run(settings, "accounts", "import", "--workspace", "acme", "-", stdin=jsonl([variant]))
+        assert r.returncode == 2 and "line 1" in r.stderr, r.stderr
+        assert token not in r.stderr
+    assert await pool.fetchval("SELECT count(*) FROM accounts") == 0

@@ -121,6 +121,10 @@ aware = st.datetimes(
 )
 
 
+# tokens are printable ASCII without spaces (the importer refuses anything else)
+token_text = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=40)
+
+
 @st.composite
 def valid_line(draw: st.DrawFn, n: int) -> dict[str, Any]:
     platform = draw(st.sampled_from(ids.PLATFORMS))
@@ -129,14 +133,14 @@ def valid_line(draw: st.DrawFn, n: int) -> dict[str, Any]:
         "platform_user_id": f"{n}-{draw(clean_text)}",
         "username": draw(clean_text),
         "display_name": draw(st.just("") | clean_text),
-        "access_token": draw(clean_text),
+        "access_token": draw(token_text),
     }
     if platform == "mastodon":
         line["instance_url"] = (
             f"https://{draw(st.from_regex(r'[a-z]{1,10}', fullmatch=True))}.social"
         )
     optional: dict[str, Any] = {
-        "refresh_token": clean_text,
+        "refresh_token": token_text,
         "avatar_url": st.from_regex(
             r"https://[a-z]{1,10}\.example/[a-z0-9/]{0,20}", fullmatch=True
         ),
