@@ -35,6 +35,7 @@ from bench.common import (
     DEFAULT_DATABASE_URL,
     DEFAULT_REDIS_URL,
     HOST,
+    QUIET,
     BenchDatabase,
     BenchError,
     Table,
@@ -167,6 +168,7 @@ class ApiResults:
             f"pgbench -S -M prepared -c {o.connections} -j {o.threads}. Load generator, "
             "API, PostgreSQL and Redis share the same cores.",
             "401 runs with OCTOPOST_AUTH_FAILURES_PER_MINUTE=0 (the brute-force limiter off).",
+            QUIET.note(),
         ]
         bad = [
             f"{name} x{p}: {sum(r.errors for r in rs)} socket errors, "
@@ -328,6 +330,7 @@ def load(
 def measure(o: ApiOptions, url: str, **kwargs: Any) -> LoadResult:
     if o.warmup > 0:
         load(o, url, seconds=o.warmup, **kwargs)
+    QUIET.wait()
     return load(o, url, **kwargs)
 
 
@@ -386,6 +389,7 @@ def run_pgbench(o: ApiOptions, db: BenchDatabase) -> LoadResult | None:
     pgbench = loadgen.find_pgbench()
     if pgbench is None:
         return None
+    QUIET.wait()
     return loadgen.pgbench_select(
         pgbench, db.url, connections=o.connections, seconds=o.seconds, threads=o.threads
     )
@@ -434,9 +438,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         help="a Redis database the harness may flush",
     )
     parser.add_argument("--db-name", default="octopost_bench")
+    parser.add_argument(
+        "--quiet-wait", type=float, default=60.0,
+        help="before each timed run wait up to this long for the cores to be under 15 %% busy",
+    )  # fmt: skip
 
 
 def options_from(args: argparse.Namespace) -> ApiOptions:
+    QUIET.max_wait = args.quiet_wait
     return ApiOptions(
         database_url=args.database_url,
         redis_url=args.redis_url,

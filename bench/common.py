@@ -216,6 +216,53 @@ def load_average() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores since boot."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+@dataclass
+class Quiet:
+    """Waits, before each timed run, until the machine is nearly idle: on a machine shared
+    with other work a run that starts during someone's burst measures the burst."""
+
+    busy_below: float = 0.15  # share of all cores
+    max_wait: float = 60.0
+    waited: float = 0.0
+    gave_up: int = 0
+
+    def wait(self) -> None:
+        if self.max_wait <= 0:
+            return
+        started = time.monotonic()
+        while True:
+            before = cpu_ticks()
+            time.sleep(0.5)
+            busy, total = (b - a for a, b in zip(before, cpu_ticks(), strict=True))
+            if not total or busy / total < self.busy_below:
+                break
+            if time.monotonic() - started > self.max_wait:
+                self.gave_up += 1
+                break
+        self.waited += time.monotonic() - started
+
+    def note(self) -> str:
+        if self.max_wait <= 0:
+            return "The runs did not wait for a quiet machine (--quiet-wait 0)."
+        text = (
+            f"Before each timed run the harness waited for the cores to be under "
+            f"{100 * self.busy_below:.0f} % busy ({self.waited:.0f} s in all)"
+        )
+        if self.gave_up:
+            text += f"; {self.gave_up} run(s) started busier after {self.max_wait:.0f} s"
+        return text + "."
+
+
+QUIET = Quiet()
+
+
 # --- the machine -----------------------------------------------------------------------------
 
 

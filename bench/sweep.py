@@ -41,12 +41,14 @@ from bench import loadgen
 from bench.api import _account_line, _get, add_common_arguments
 from bench.common import (
     HOST,
+    QUIET,
     BenchDatabase,
     BenchError,
     Proc,
     Table,
     bench_database,
     cores,
+    cpu_ticks,
     flush_redis,
     fmt,
     free_port,
@@ -202,6 +204,7 @@ class SweepResults:
             f"on all {cores()} cores.",
             f"Defaults: batch {250}, 8 jobs and 128 requests per platform in flight per worker; "
             f"{cores()} cores shared by workers, sandbox, PostgreSQL and Redis.",
+            QUIET.note(),
         ]
         return table
 
@@ -327,13 +330,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores since boot."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
 BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = $1"
 
 
@@ -355,6 +351,7 @@ def sandbox_ceiling(o: SweepOptions, port: int) -> LoadResult:
         )
         return result
     loadgen.wrk(url, connections=o.sandbox_connections, seconds=1, headers=headers)
+    QUIET.wait()
     return loadgen.wrk(url, connections=o.sandbox_connections, seconds=o.seconds, headers=headers)
 
 
@@ -431,13 +428,14 @@ async def sweep_once(
             worker_processes(stack, n_workers, Path(tmp)) as (procs, files),
         ):
             await _wait_workers_ready(admin, db.name, procs)
+            await asyncio.to_thread(QUIET.wait)
             serials = [0] * n_workers
             before = statement_counts(procs, files, serials)
             transactions_before = await admin.fetchval(TRANSACTIONS, db.name)
             cpu_before = [cpu_seconds(p.pid) for p in procs]
             sandbox_before = cpu_seconds(sandbox.pid)
             postgres_before = await backend_cpu(admin, db.name)
-            machine_before = machine_ticks()
+            machine_before = cpu_ticks()
             conn = await asyncpg.connect(db.url)
             own = 0
             try:
@@ -465,7 +463,7 @@ async def sweep_once(
                 cpu - postgres_before.get(pid, 0.0)
                 for pid, cpu in (await backend_cpu(admin, db.name)).items()
             )
-            busy, total = (b - a for a, b in zip(machine_before, machine_ticks(), strict=True))
+            busy, total = (b - a for a, b in zip(machine_before, cpu_ticks(), strict=True))
             peak = max(peak_rss_mb(p.pid) for p in procs)
         # the workers are stopped: their statistics are flushed when their backends exit
         await _wait_no_backends(admin, db.name)
@@ -516,6 +514,7 @@ def list_latency(o: SweepOptions, stack: Stack, accounts: int) -> ListRun:
             )
         else:
             loadgen.wrk(url, connections=64, seconds=1, headers=headers)
+            QUIET.wait()
             page = loadgen.wrk(url, connections=64, seconds=o.seconds, headers=headers)
         timings, size = [], 0
         for _ in range(3):
@@ -577,6 +576,7 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sweep_options(args: argparse.Namespace) -> SweepOptions:
+    QUIET.max_wait = args.quiet_wait
     return SweepOptions(
         database_url=args.database_url,
         redis_url=args.redis_url,

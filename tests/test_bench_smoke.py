@@ -44,6 +44,8 @@ def servers(database_url: str, redis_url: str) -> list[str]:
         redis_url,
         "--db-name",
         f"octopost_bench_smoke_{secrets.token_hex(3)}",
+        "--quiet-wait",
+        "0",
     ]
 
 
