@@ -86,12 +86,14 @@ def _account_id(request: web.Request) -> str:
 
 async def list_accounts(request: web.Request) -> web.Response:
     who = principal(request)
-    platform = _choice_param(request, "platform", PLATFORMS)
-    is_active = _bool_param(request, "is_active")
-    status = _choice_param(request, "status", HEALTH_STATUSES)
-    limit = _limit_param(request)
-    raw_cursor = _one(request, "cursor")
-    after = cursor.decode_account(raw_cursor) if raw_cursor is not None else None
+    platform = is_active = status = limit = raw_cursor = after = None
+    if request.query_string:  # the plain list, the common call, parses nothing
+        platform = _choice_param(request, "platform", PLATFORMS)
+        is_active = _bool_param(request, "is_active")
+        status = _choice_param(request, "status", HEALTH_STATUSES)
+        limit = _limit_param(request)
+        raw_cursor = _one(request, "cursor")
+        after = cursor.decode_account(raw_cursor) if raw_cursor is not None else None
     paged = limit is not None or raw_cursor is not None
     page = (limit or DEFAULT_PAGE) if paged else None
     rows = await accounts.list_accounts(
