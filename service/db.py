@@ -43,6 +43,14 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+# Server errors after which the session is gone (SQLSTATE class 08 and 57P01-57P03).
+CONNECTION_FATAL: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+)
+
 # A lane connection idle this long goes back to the pool (whose own idle timer then closes
 # it down to min_size).
 LANE_IDLE_SECONDS = 60.0
@@ -193,6 +201,10 @@ class Pool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg ships no type informa
         conn = await self._lane_take()
         try:
             result = await getattr(conn, method)(query, *args, **kwargs)
+        except CONNECTION_FATAL:
+            # the server is ending the session (shutdown, crash recovery): never reuse it
+            self._lane_drop(conn)
+            raise
         except asyncpg.PostgresError:
             # the server refused the statement; the connection is as good as before
             self._lane_give(conn)
