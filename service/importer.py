@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -21,22 +21,10 @@ from pydantic import (
     model_validator,
 )
 
-from service.ids import ID_RE, PLATFORMS, new_account_id
+from service.ids import ID_RE, new_account_id
+from service.models import Platform
 from service.repository import imports
 from service.vault import Vault
-
-Platform = Literal[
-    "twitter",
-    "bluesky",
-    "mastodon",
-    "linkedin",
-    "threads",
-    "instagram",
-    "facebook",
-    "tiktok",
-    "youtube",
-]
-assert set(Platform.__args__) == set(PLATFORMS)  # type: ignore[attr-defined]
 
 
 def _no_nul(value: str) -> str:

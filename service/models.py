@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+
+from service.ids import PLATFORMS
 
 
 def format_timestamp(value: datetime) -> str:
@@ -32,6 +34,8 @@ Platform = Literal[
     "tiktok",
     "youtube",
 ]
+# the Literal is what the schema shows; ids.PLATFORMS is what code iterates: keep them one
+assert set(get_args(Platform)) == set(PLATFORMS)
 
 HealthStatus = Literal[
     "unchecked", "healthy", "degraded", "expired", "revoked", "deactivated", "disconnected"

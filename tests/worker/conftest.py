@@ -16,23 +16,11 @@ from service.repository import health
 from service.server import AppRunner
 from service.settings import Settings
 from tests.conftest import free_port
+from tests.platforms.rows import CREDENTIALS
 from worker.platforms.config import PlatformSettings
 from worker.runtime import Runtime
 from worker.sandbox.app import create_sandbox_app
 from worker.settings import make_worker
-
-CREDENTIALS = {
-    "twitter_client_id": "x-client",
-    "twitter_client_secret": "x-secret",
-    "linkedin_client_id": "li-client",
-    "linkedin_client_secret": "li-secret",
-    "facebook_app_id": "fb-app",
-    "facebook_app_secret": "fb-secret",
-    "tiktok_client_key": "tt-key",
-    "tiktok_client_secret": "tt-secret",
-    "youtube_client_id": "yt-client",
-    "youtube_client_secret": "yt-secret",
-}
 
 
 @dataclass
