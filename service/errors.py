@@ -131,20 +131,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, message, headers=headers)
     except asyncio.CancelledError:
         raise
-    except _DATABASE_GONE as exc:
+    except (*_DATABASE_GONE, RedisError) as exc:
         log.warning(
-            "database unavailable request_id=%s error=%s",
-            request.get(REQUEST_ID),
-            type(exc).__name__,
-        )
-        return error_response(
-            503,
-            "the service is temporarily unavailable, retry shortly",
-            headers={"Retry-After": "1"},
-        )
-    except RedisError as exc:
-        log.warning(
-            "redis unavailable request_id=%s error=%s",
+            "%s unavailable request_id=%s error=%s",
+            "redis" if isinstance(exc, RedisError) else "database",
             request.get(REQUEST_ID),
             type(exc).__name__,
         )
