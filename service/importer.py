@@ -62,12 +62,18 @@ def _http_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _base_url(value: str) -> str:
+    # an instance / PDS is a base URL that paths are appended to
     return value.rstrip("/")
 
 
 Url = Annotated[
     str, StringConstraints(max_length=2048), AfterValidator(_no_nul), AfterValidator(_http_url)
 ]
+BaseUrl = Annotated[Url, AfterValidator(_base_url)]
 
 
 # Tokens travel in HTTP headers and form bodies: no whitespace or control characters (OAuth
@@ -95,7 +101,7 @@ class ImportLine(BaseModel):
     scopes: list[
         Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_scope)]
     ] = Field(default_factory=list, max_length=200)
-    instance_url: Url | None = None
+    instance_url: BaseUrl | None = None
 
     @field_validator("scopes", mode="before")
     @classmethod

@@ -227,7 +227,7 @@ def test_valid_lines_parse_to_what_was_written(lines: list[dict[str, Any]]) -> N
         for name, value in line.items():
             if name.endswith("_at"):
                 assert got[name] == datetime.fromisoformat(value), name
-            elif name == "avatar_url":
+            elif name == "instance_url":
                 assert got[name] == value.rstrip("/")
             else:
                 assert got[name] == value, name
