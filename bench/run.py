@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench import api, sweep
 from bench.common import (
+    QUIET,
     ROOT,
     BenchError,
     Table,
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_api:
             say("== API")
             tables.append(run_async(api.run(api.options_from(args))).table())
+            QUIET.waited, QUIET.gave_up = 0.0, 0  # each part reports its own waits
         if not args.skip_sweep:
             say("== sweep")
             results = run_async(sweep.run(sweep.sweep_options(args)))
