@@ -53,6 +53,7 @@ from bench.common import (
     wait_for_port,
 )
 from bench.loadgen import LoadResult
+from service.ids import PLATFORMS
 
 SEED_WORKSPACE = "seed"
 BIG_WORKSPACE = "big"
@@ -228,19 +229,6 @@ async def seed(db: BenchDatabase, big: int) -> Seeded:
     finally:
         await conn.close()
     return Seeded(keys[SEED_WORKSPACE], keys[BIG_WORKSPACE], "acc_abc123")
-
-
-PLATFORMS = (
-    "twitter",
-    "bluesky",
-    "mastodon",
-    "linkedin",
-    "threads",
-    "instagram",
-    "facebook",
-    "tiktok",
-    "youtube",
-)
 
 
 def _account_line(i: int, token: str | None = None) -> dict[str, Any]:

@@ -37,18 +37,9 @@ import orjson
 import psutil
 from yarl import URL
 
+from service.ids import PLATFORMS
+
 ROOT = Path(__file__).resolve().parent.parent
-PLATFORMS = (
-    "twitter",
-    "bluesky",
-    "mastodon",
-    "linkedin",
-    "threads",
-    "instagram",
-    "facebook",
-    "tiktok",
-    "youtube",
-)
 CREDENTIALS = {
     "OCTOPOST_TWITTER_CLIENT_ID": "bench",
     "OCTOPOST_TWITTER_CLIENT_SECRET": "bench",

@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from service.devstack import SANDBOX_PORT_OFFSET, load_dev_env
+from service.ids import PLATFORMS
 from tests.conftest import ROOT, SEED_ACCOUNTS, free_port
 
 BANNER_TIMEOUT = 120.0
@@ -169,17 +170,7 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
             # token is revoked there, so the sweep agrees with the seed
             async with http.get(f"{sandbox}/sandbox/calls") as r:
                 calls = (await r.json())["calls"]
-            assert {c["platform"] for c in calls} == {
-                "twitter",
-                "bluesky",
-                "mastodon",
-                "linkedin",
-                "threads",
-                "instagram",
-                "facebook",
-                "tiktok",
-                "youtube",
-            }
+            assert {c["platform"] for c in calls} == set(PLATFORMS)
             listed = await get_json(http, api, key)
             assert listed["accounts"][:3] == SEED_ACCOUNTS
 

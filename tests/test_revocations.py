@@ -25,6 +25,7 @@ from arq.jobs import Job, JobStatus
 from service.app import create_app
 from service.cli import build_parser, cmd_accounts_disconnect
 from service.embedded import EmbeddedRedis
+from service.ids import PLATFORMS
 from service.repository import health
 from service.revocations import REVOKE_JOB, revoke_job_id
 from service.server import AppRunner
@@ -49,17 +50,6 @@ from worker.platforms.config import PlatformSettings
 from worker.revoke import revoke_account_tokens
 
 QUEUE = "arq:queue"
-PLATFORMS = (
-    "twitter",
-    "bluesky",
-    "mastodon",
-    "linkedin",
-    "threads",
-    "instagram",
-    "facebook",
-    "tiktok",
-    "youtube",
-)
 # The token each platform's revoke call presents, given access "<p>-at" and refresh "<p>-rt"
 # (PLATFORMS.md: revoke the refresh token where it takes the whole grant with it).
 REVOKE_TOKEN = {

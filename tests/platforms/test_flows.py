@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
+from service.ids import PLATFORMS
 from worker.platforms.base import (
     PlatformAdapter,
     RevokeOutcome,
@@ -16,7 +17,7 @@ from worker.platforms.base import (
     TokenSet,
     conclude_after_refresh,
 )
-from worker.platforms.registry import PLATFORMS, build_adapters
+from worker.platforms.registry import build_adapters
 
 from .rows import Sandbox, account, sandbox_settings
 

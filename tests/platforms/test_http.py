@@ -9,10 +9,11 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
+from service.ids import PLATFORMS
 from worker.platforms.base import AccountRef, CheckResult, TokenOutcome, TokenSet
 from worker.platforms.config import PlatformSettings
 from worker.platforms.http import Reply, retry_after_seconds
-from worker.platforms.registry import PLATFORMS, build_adapters
+from worker.platforms.registry import build_adapters
 
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 BUC = {"123": [{"type": "pages", "call_count": 99, "estimated_time_to_regain_access": 7}]}

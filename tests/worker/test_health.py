@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from service.ids import PLATFORMS
 from service.repository import health
 from service.settings import Settings
 from service.vault import Sealed, Vault
@@ -54,20 +55,7 @@ async def test_valid_tokens_stay_active_and_get_healthy(
 ) -> None:
     ids = await import_lines(
         "acme",
-        [
-            account(p, f"u-{p}")
-            for p in (
-                "twitter",
-                "bluesky",
-                "mastodon",
-                "linkedin",
-                "threads",
-                "instagram",
-                "facebook",
-                "tiktok",
-                "youtube",
-            )
-        ],
+        [account(p, f"u-{p}") for p in PLATFORMS],
     )
     result = await sweep()
     assert result["status"] == "done"
@@ -220,19 +208,8 @@ async def test_concurrent_refreshers_one_calls_the_platform(
 async def test_platform_outage_deactivates_nobody(
     sweep: SweepRunner, sandbox: Sandbox, import_lines: Any, pool: asyncpg.Pool
 ) -> None:
-    platforms = (
-        "twitter",
-        "bluesky",
-        "mastodon",
-        "linkedin",
-        "threads",
-        "instagram",
-        "facebook",
-        "tiktok",
-        "youtube",
-    )
     lines = []
-    for p in platforms:
+    for p in PLATFORMS:
         for n, st in enumerate(("error", "slow")):
             token = f"{p}-{st}"
             await sandbox.set(token, st, delay_ms=3000)

@@ -18,18 +18,6 @@ from worker.platforms import (
 from worker.platforms.base import PlatformAdapter
 from worker.platforms.config import PlatformSettings
 
-PLATFORMS = (
-    "twitter",
-    "bluesky",
-    "mastodon",
-    "linkedin",
-    "threads",
-    "instagram",
-    "facebook",
-    "tiktok",
-    "youtube",
-)
-
 
 def build_adapters(
     session: aiohttp.ClientSession, settings: PlatformSettings
