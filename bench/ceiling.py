@@ -21,46 +21,11 @@ import orjson
 from aiohttp import web
 
 from service.db import Pool, create_pool
+from service.devstack import SEED_ACCOUNTS
 from service.models import ROW_JSON
 from service.settings import Settings
 
-PAYLOAD = {
-    "accounts": [
-        {
-            "id": "acc_abc123",
-            "platform": "twitter",
-            "platform_user_id": "1234567890",
-            "username": "octopost",
-            "display_name": "Octopost",
-            "avatar_url": "https://pbs.twimg.com/profile_images/abc/photo.jpg",
-            "is_active": True,
-            "connected_at": "2026-03-15T10:00:00Z",
-            "last_used_at": "2026-04-03T12:05:00Z",
-        },
-        {
-            "id": "acc_def456",
-            "platform": "bluesky",
-            "platform_user_id": "did:plc:abc123",
-            "username": "octopost.bsky.social",
-            "display_name": "Octopost",
-            "avatar_url": "https://cdn.bsky.app/avatars/abc.jpg",
-            "is_active": True,
-            "connected_at": "2026-03-16T11:00:00Z",
-            "last_used_at": "2026-04-03T12:05:00Z",
-        },
-        {
-            "id": "acc_ghi789",
-            "platform": "linkedin",
-            "platform_user_id": "urn:li:person:abc",
-            "username": "octopost",
-            "display_name": "Octopost Inc.",
-            "avatar_url": "https://media.licdn.com/dms/image/abc/photo.jpg",
-            "is_active": False,
-            "connected_at": "2026-03-20T09:00:00Z",
-            "last_used_at": "2026-03-28T16:00:00Z",
-        },
-    ]
-}
+PAYLOAD = {"accounts": SEED_ACCOUNTS}
 
 
 JSON = "application/json"

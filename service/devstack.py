@@ -23,6 +23,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -62,106 +63,72 @@ SANDBOX_CREDENTIALS = {
 }
 WORKER_STOP_WAIT = 5.0  # seconds running jobs get to finish on Ctrl-C
 
-# The seed's three accounts plus one on every other platform, so a sweep touches them all.
-DEMO_ACCOUNTS = [
-    (
-        "acc_abc123",
-        "twitter",
-        "1234567890",
-        "octopost",
-        "Octopost",
-        "https://pbs.twimg.com/profile_images/abc/photo.jpg",
-        True,
-        "2026-03-15T10:00:00Z",
-        "2026-04-03T12:05:00Z",
-    ),
-    (
-        "acc_def456",
-        "bluesky",
-        "did:plc:abc123",
-        "octopost.bsky.social",
-        "Octopost",
-        "https://cdn.bsky.app/avatars/abc.jpg",
-        True,
-        "2026-03-16T11:00:00Z",
-        "2026-04-03T12:05:00Z",
-    ),
-    (
-        "acc_ghi789",
-        "linkedin",
-        "urn:li:person:abc",
-        "octopost",
-        "Octopost Inc.",
-        "https://media.licdn.com/dms/image/abc/photo.jpg",
-        False,
-        "2026-03-20T09:00:00Z",
-        "2026-03-28T16:00:00Z",
-    ),
-    (
-        "acc_mas001",
-        "mastodon",
-        "109876",
-        "octopost@mastodon.social",
-        "Octopost",
-        None,
-        True,
-        "2026-03-21T09:00:00Z",
-        None,
-    ),
-    (
-        "acc_thr001",
-        "threads",
-        "thr-1",
-        "octopost",
-        "Octopost",
-        None,
-        True,
-        "2026-03-22T09:00:00Z",
-        None,
-    ),
-    (
-        "acc_ig0001",
-        "instagram",
-        "ig-1",
-        "octopost",
-        "Octopost",
-        None,
-        True,
-        "2026-03-23T09:00:00Z",
-        None,
-    ),
-    (
-        "acc_fb0001",
-        "facebook",
-        "fb-1",
-        "octopost",
-        "Octopost",
-        None,
-        True,
-        "2026-03-24T09:00:00Z",
-        None,
-    ),
-    (
-        "acc_tt0001",
-        "tiktok",
-        "tt-1",
-        "octopost",
-        "Octopost",
-        None,
-        True,
-        "2026-03-25T09:00:00Z",
-        None,
-    ),
-    (
-        "acc_yt0001",
-        "youtube",
-        "UC-octopost",
-        "octopost",
-        "Octopost",
-        None,
-        True,
-        "2026-03-26T09:00:00Z",
-        None,
+# The seed's three Account objects, as the API reference shows them.
+SEED_ACCOUNTS: list[dict[str, Any]] = [
+    {
+        "id": "acc_abc123",
+        "platform": "twitter",
+        "platform_user_id": "1234567890",
+        "username": "octopost",
+        "display_name": "Octopost",
+        "avatar_url": "https://pbs.twimg.com/profile_images/abc/photo.jpg",
+        "is_active": True,
+        "connected_at": "2026-03-15T10:00:00Z",
+        "last_used_at": "2026-04-03T12:05:00Z",
+    },
+    {
+        "id": "acc_def456",
+        "platform": "bluesky",
+        "platform_user_id": "did:plc:abc123",
+        "username": "octopost.bsky.social",
+        "display_name": "Octopost",
+        "avatar_url": "https://cdn.bsky.app/avatars/abc.jpg",
+        "is_active": True,
+        "connected_at": "2026-03-16T11:00:00Z",
+        "last_used_at": "2026-04-03T12:05:00Z",
+    },
+    {
+        "id": "acc_ghi789",
+        "platform": "linkedin",
+        "platform_user_id": "urn:li:person:abc",
+        "username": "octopost",
+        "display_name": "Octopost Inc.",
+        "avatar_url": "https://media.licdn.com/dms/image/abc/photo.jpg",
+        "is_active": False,
+        "connected_at": "2026-03-20T09:00:00Z",
+        "last_used_at": "2026-03-28T16:00:00Z",
+    },
+]
+
+# The seed's accounts plus one on every other platform, so a sweep touches them all.
+DEMO_ACCOUNTS: list[dict[str, Any]] = [
+    *SEED_ACCOUNTS,
+    *(
+        {
+            "id": account_id,
+            "platform": platform,
+            "platform_user_id": user_id,
+            "username": username,
+            "display_name": "Octopost",
+            "avatar_url": None,
+            "is_active": True,
+            "connected_at": connected_at,
+            "last_used_at": None,
+        }
+        for account_id, platform, user_id, username, connected_at in (
+            (
+                "acc_mas001",
+                "mastodon",
+                "109876",
+                "octopost@mastodon.social",
+                "2026-03-21T09:00:00Z",
+            ),
+            ("acc_thr001", "threads", "thr-1", "octopost", "2026-03-22T09:00:00Z"),
+            ("acc_ig0001", "instagram", "ig-1", "octopost", "2026-03-23T09:00:00Z"),
+            ("acc_fb0001", "facebook", "fb-1", "octopost", "2026-03-24T09:00:00Z"),
+            ("acc_tt0001", "tiktok", "tt-1", "octopost", "2026-03-25T09:00:00Z"),
+            ("acc_yt0001", "youtube", "UC-octopost", "octopost", "2026-03-26T09:00:00Z"),
+        )
     ),
 ]
 
@@ -173,36 +140,16 @@ def demo_tokens(platform: str) -> tuple[str, str]:
 def demo_lines() -> list[str]:
     import orjson
 
-    lines = []
-    for (
-        account_id,
-        platform,
-        user_id,
-        username,
-        name,
-        avatar,
-        active,
-        connected,
-        used,
-    ) in DEMO_ACCOUNTS:
-        lines.append(
-            orjson.dumps(
-                {
-                    "id": account_id,
-                    "platform": platform,
-                    "platform_user_id": user_id,
-                    "username": username,
-                    "display_name": name,
-                    "avatar_url": avatar,
-                    "is_active": active,
-                    "connected_at": connected,
-                    "last_used_at": used,
-                    "access_token": demo_tokens(platform)[0],
-                    "refresh_token": demo_tokens(platform)[1],
-                }
-            ).decode()
-        )
-    return lines
+    return [
+        orjson.dumps(
+            {
+                **account,
+                "access_token": demo_tokens(account["platform"])[0],
+                "refresh_token": demo_tokens(account["platform"])[1],
+            }
+        ).decode()
+        for account in DEMO_ACCOUNTS
+    ]
 
 
 @contextlib.contextmanager
@@ -337,10 +284,9 @@ def sandbox_app() -> web.Application:
 
     app = create_sandbox_app()
     tokens = app[SANDBOX_STATE].tokens
-    for row in DEMO_ACCOUNTS:
-        platform, active = row[1], row[6]
-        if not active:
-            for token in demo_tokens(str(platform)):
+    for account in DEMO_ACCOUNTS:
+        if not account["is_active"]:
+            for token in demo_tokens(account["platform"]):
                 tokens[token] = TokenState("revoked")
     return app
 
