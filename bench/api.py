@@ -53,7 +53,7 @@ from bench.common import (
     wait_for_port,
 )
 from bench.loadgen import LoadResult
-from service.ids import PLATFORMS
+from service.core.ids import PLATFORMS
 
 SEED_WORKSPACE = "seed"
 BIG_WORKSPACE = "big"
@@ -196,10 +196,10 @@ async def seed(db: BenchDatabase, big: int) -> Seeded:
     import asyncpg
 
     from bench.ceiling import PAYLOAD
-    from service import ids
-    from service.importer import import_accounts, parse_lines
-    from service.repository import workspaces
-    from service.vault import Vault, new_key
+    from service.core import ids
+    from service.core.importer import import_accounts, parse_lines
+    from service.core.repository import workspaces
+    from service.core.vault import Vault, new_key
 
     vault = Vault.from_config(f"bench:{new_key()}")
     keys: dict[str, str] = {}

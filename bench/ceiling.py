@@ -1,5 +1,5 @@
 """The framework's ceiling: a minimal aiohttp JSON endpoint, served exactly as the API is
-(``service.server.serve_processes``: same runner, uvloop, backlog, SO_REUSEPORT for N
+(``service.api.server.serve_processes``: same runner, uvloop, backlog, SO_REUSEPORT for N
 processes). ``GET /v1/accounts`` encodes the seed's three-account list with orjson on every
 request, so the gap to the API is our middlewares, auth, the database and the models.
 
@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator
 import orjson
 from aiohttp import web
 
-from service.db import Pool, create_pool
-from service.devstack import SEED_ACCOUNTS
-from service.models import ROW_JSON
-from service.settings import Settings
+from devkit.stack import SEED_ACCOUNTS
+from service.api.models import ROW_JSON
+from service.core.db import Pool, create_pool
+from service.core.settings import Settings
 
 PAYLOAD = {"accounts": SEED_ACCOUNTS}
 
@@ -66,7 +66,7 @@ def create_app(database_url: str | None = None) -> web.Application:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.server import serve_processes
+    from service.api.server import serve_processes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")

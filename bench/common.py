@@ -96,7 +96,7 @@ class BenchDatabase:
 
 @contextlib.asynccontextmanager
 async def bench_database(admin_url: str, name: str) -> AsyncIterator[BenchDatabase]:
-    from service.db import migrate
+    from service.core.db import migrate
 
     db = BenchDatabase(admin_url, name)
     try:

@@ -84,7 +84,7 @@ def find_pgbench() -> str | None:
     if found:
         return found
     with contextlib.suppress(Exception):
-        from service.embedded import postgres_bin_dir
+        from devkit.embedded import postgres_bin_dir
 
         candidate = postgres_bin_dir() / "pgbench"
         if candidate.is_file():

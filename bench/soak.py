@@ -49,12 +49,13 @@ import orjson
 import psutil
 from yarl import URL
 
-from service import ids
-from service.app import redis_client
-from service.db import migrate
-from service.importer import import_accounts, parse_lines
-from service.repository import health, workspaces
-from service.vault import Vault, new_key
+from service.api.app import redis_client
+from service.core import ids
+from service.core.db import migrate
+from service.core.importer import import_accounts, parse_lines
+from service.core.jobs import enqueue_sweep
+from service.core.repository import sweeps, workspaces
+from service.core.vault import Vault, new_key
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -109,7 +110,7 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def servers(workdir: Path) -> Iterator[tuple[str, str]]:
     """(admin database URL, Redis URL): from the environment, or embedded ones."""
-    from service.embedded import EmbeddedPostgres, EmbeddedRedis
+    from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
 
     database_url = os.environ.get("DATABASE_URL")
     redis_url = os.environ.get("REDIS_URL")
@@ -388,8 +389,8 @@ async def sweeper(stop: asyncio.Event, every: float, database_url: str, redis_ur
     triggered = 0
     try:
         while not stop.is_set():
-            sweep_id = await health.create_sweep(conn, "manual", None, None)
-            await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+            sweep_id = await sweeps.create_sweep(conn, "manual", None, None)
+            await enqueue_sweep(redis, sweep_id)
             triggered += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)

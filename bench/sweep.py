@@ -64,6 +64,7 @@ from bench.common import (
 )
 from bench.loadgen import LoadResult
 from bench.worker import COUNT_FILE
+from service.core.jobs import enqueue_sweep
 
 WORKSPACE = "sweep"
 CREDENTIALS = {
@@ -281,9 +282,9 @@ class Stack:
 
 
 async def prepare(o: SweepOptions, db: BenchDatabase, sandbox_port: int) -> Stack:
-    from service import ids
-    from service.repository import workspaces
-    from service.vault import new_key
+    from service.core import ids
+    from service.core.repository import workspaces
+    from service.core.vault import new_key
 
     await flush_redis(o.redis_url)
     token_keys = f"bench:{new_key()}"
@@ -314,8 +315,8 @@ async def prepare(o: SweepOptions, db: BenchDatabase, sandbox_port: int) -> Stac
 
 async def grow(stack: Stack, have: int, want: int, chunk: int = 20_000) -> None:
     """Import accounts have..want-1 (the real importer: parsed, sealed, upserted)."""
-    from service.importer import import_accounts, parse_lines
-    from service.vault import Vault
+    from service.core.importer import import_accounts, parse_lines
+    from service.core.vault import Vault
 
     vault = Vault.from_config(stack.token_keys)
     conn = await asyncpg.connect(stack.db.url)
@@ -440,7 +441,7 @@ async def sweep_once(
 ) -> SweepRun:
     from arq.connections import ArqRedis, RedisSettings, create_pool
 
-    from service.repository import health
+    from service.core.repository import sweeps
 
     db = stack.db
     if not o.manual:
@@ -464,9 +465,9 @@ async def sweep_once(
             conn = await asyncpg.connect(db.url)
             own = 0
             try:
-                sweep_id = await health.create_sweep(conn, "manual" if o.manual else "schedule")
+                sweep_id = await sweeps.create_sweep(conn, "manual" if o.manual else "schedule")
                 own += 1
-                await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+                await enqueue_sweep(redis, sweep_id)
                 deadline = time.monotonic() + o.timeout
                 while True:
                     row = await conn.fetchrow(SWEEP_STATE, sweep_id)

@@ -37,7 +37,7 @@ import orjson
 import psutil
 from yarl import URL
 
-from service.ids import PLATFORMS
+from service.core.ids import PLATFORMS
 
 ROOT = Path(__file__).resolve().parent.parent
 CREDENTIALS = {
@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     db_name = f"octopost_bench_sweep_{secrets.token_hex(3)}"
     database_url = str(URL(admin_url).with_path(f"/{db_name}"))
     sandbox_port = free_port()
-    from service.vault import new_key
+    from service.core.vault import new_key
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("OCTOPOST_")},

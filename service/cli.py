@@ -13,13 +13,14 @@ from typing import TextIO
 
 import asyncpg
 
-from service import ids
-from service.db import migrate
-from service.importer import ImportError_, import_accounts, parse_lines
-from service.repository import accounts, tokens, workspaces
-from service.settings import Settings
-from service.tokenkeys import load_vault
-from service.vault import Sealed
+from service.core import ids
+from service.core.db import migrate
+from service.core.importer import ImportRejected, import_accounts, parse_lines
+from service.core.jobs import enqueue_sweep
+from service.core.keyring import load_vault
+from service.core.repository import accounts, tokens, workspaces
+from service.core.settings import Settings
+from service.core.vault import Sealed
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int] | int]
 
@@ -47,8 +48,8 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from service.app import create_app
-    from service.server import serve_processes
+    from service.api.app import create_app
+    from service.api.server import serve_processes
 
     if settings.is_production:
         load_vault(settings)  # refuse to start without configured keys
@@ -106,7 +107,7 @@ async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 def _ts(value: object) -> str:
     from datetime import datetime
 
-    from service.models import format_timestamp
+    from service.api.models import format_timestamp
 
     return format_timestamp(value) if isinstance(value, datetime) else "-"
 
@@ -122,7 +123,7 @@ async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> i
     source = _open_input(args.file)
     try:
         parsed = parse_lines(source)
-    except ImportError_ as exc:
+    except ImportRejected as exc:
         print(f"octopost: {args.file}: {exc}; nothing was imported", file=sys.stderr)
         return 2
     except UnicodeDecodeError:
@@ -136,7 +137,7 @@ async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> i
         async with conn.transaction():
             workspace_id = await workspaces.ensure_workspace(conn, args.workspace)
             account_ids = await import_accounts(conn, vault, workspace_id, parsed)
-    except ImportError_ as exc:
+    except ImportRejected as exc:
         print(f"octopost: {args.file}: {exc}; nothing was imported", file=sys.stderr)
         return 2
     finally:
@@ -149,8 +150,8 @@ async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> i
 async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) -> int:
     """Disconnect through the API's own statement, then queue each revocation. Prints one
     line per account: id, platform, revocation id (or -), and what happened to it."""
-    from service.app import redis_client
-    from service.revocations import Enqueued, enqueue_revocation
+    from service.api.app import redis_client
+    from service.core.jobs import Enqueued, enqueue_revocation
 
     if bool(args.ids) == bool(args.workspace) or (args.platform and not args.workspace):
         print(
@@ -251,7 +252,7 @@ def _sealed(row: asyncpg.Record) -> Sealed:
 
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.settings import make_worker
+    from worker.assembly import make_worker
 
     load_vault(settings)  # fail before connecting anything if keys are missing
     with contextlib.suppress(ImportError):  # arq runs on the current loop: make it uvloop's
@@ -264,7 +265,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from worker.sandbox.app import serve
+    from devkit.sandbox.app import serve
 
     serve(args.host, args.port, args.latency_ms)
     return 0
@@ -290,14 +291,14 @@ def _summary(row: asyncpg.Record) -> str:
 async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from service.app import redis_client
-    from service.repository import health
+    from service.api.app import redis_client
+    from service.core.repository import sweeps
 
     conn = await _connect(settings)
     redis = redis_client(settings.redis_url)
     try:
-        sweep_id = await health.create_sweep(conn, "manual", args.platform, args.account)
-        await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+        sweep_id = await sweeps.create_sweep(conn, "manual", args.platform, args.account)
+        await enqueue_sweep(redis, sweep_id)
         scope = args.account or args.platform or "all accounts"
         print(f"sweep {sweep_id} queued ({scope})")
         if not args.wait:
@@ -305,7 +306,7 @@ async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
         started = time.monotonic()
         hinted = False
         while True:
-            row = await health.get_sweep(conn, sweep_id)
+            row = await sweeps.get_sweep(conn, sweep_id)
             assert row is not None
             if sys.stderr.isatty():
                 print(f"\r{_progress(row)}", end="", file=sys.stderr, flush=True)
@@ -331,11 +332,11 @@ async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_sweeps(args: argparse.Namespace, settings: Settings) -> int:
-    from service.repository import health
+    from service.core.repository import sweeps
 
     conn = await _connect(settings)
     try:
-        rows = await health.list_sweeps(conn, args.limit)
+        rows = await sweeps.list_sweeps(conn, args.limit)
     finally:
         await conn.close()
     print(
@@ -358,7 +359,7 @@ async def cmd_sweeps(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
-    from service.repository import revocations
+    from service.core.repository import revocations
 
     statuses = (
         ["pending", "failed", "done", "unsupported"]
@@ -388,7 +389,7 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from service.devstack import run_dev
+    from devkit.stack import run_dev
 
     return run_dev(settings, host=args.host, port=args.port)
 
@@ -487,7 +488,7 @@ def _reach_running_dev_stack() -> None:
     servers from its dev.env for whatever the environment leaves unset."""
     if os.environ.get("OCTOPOST_ENV", "development") != "development":
         return
-    from service.devstack import load_dev_env
+    from devkit.stack import load_dev_env
 
     applied = load_dev_env()
     if applied:

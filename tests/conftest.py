@@ -21,14 +21,14 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from yarl import URL
 
-from service import ids
-from service.app import create_app, redis_client
-from service.db import create_pool, migrate
-from service.importer import import_accounts, parse_lines
-from service.repository import workspaces
-from service.server import AppRunner
-from service.settings import Settings
-from service.vault import Vault, new_key
+from service.api.app import create_app, redis_client
+from service.api.server import AppRunner
+from service.core import ids
+from service.core.db import create_pool, migrate
+from service.core.importer import import_accounts, parse_lines
+from service.core.repository import workspaces
+from service.core.settings import Settings
+from service.core.vault import Vault, new_key
 
 TABLES = (
     "sweeps",
@@ -68,7 +68,7 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(URL(external).with_path(f"/{name}"))
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         return
-    from service.embedded import EmbeddedPostgres
+    from devkit.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
     url = pg.start()
@@ -82,7 +82,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from service.embedded import EmbeddedRedis
+    from devkit.embedded import EmbeddedRedis
 
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
     url = server.start()

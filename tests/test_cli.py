@@ -11,9 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from service.db import migrate
-from service.settings import Settings
-from service.vault import new_key
+from service.core.db import migrate
+from service.core.settings import Settings
+from service.core.vault import new_key
 from tests.conftest import SEED_ACCOUNTS, Api, with_tokens
 
 
@@ -223,7 +223,7 @@ async def test_token_key_rotation_reencrypts_everything(
     assert "re-encrypted 3" in rotated.stdout
     assert {r["key_id"] for r in await pool.fetch("SELECT key_id FROM account_tokens")} == {"k2"}
     # the new key alone opens them, and they still hold the same tokens
-    from service.vault import Sealed, Vault
+    from service.core.vault import Sealed, Vault
 
     only_new = Vault.from_config(new)
     row = await pool.fetchrow(

@@ -14,11 +14,10 @@ from typing import Any
 
 import asyncpg
 
-from service.repository import health
-from service.repository.health import Outcome
-from service.vault import Sealed, VaultError
-from worker.limits import PlatformPaused
-from worker.platforms.base import (
+from service.core.repository import sweeps
+from service.core.repository.sweeps import Outcome
+from service.core.vault import Sealed, VaultError
+from service.platforms.base import (
     AccountRef,
     CheckResult,
     PlatformAdapter,
@@ -26,6 +25,7 @@ from worker.platforms.base import (
     TokenSet,
     conclude_after_refresh,
 )
+from worker.limits import PlatformPaused
 from worker.revoke import revoke_tokens_of_disconnected
 from worker.runtime import Runtime, runtime
 
@@ -209,7 +209,7 @@ async def refresh_tokens(
             # simply omit it from the answer
             refresh = new.refresh_token or tokens.refresh_token
             sealed = rt.vault.seal_tokens(account.account_id, new.access_token, refresh)
-            stored = await health.store_refreshed(
+            stored = await sweeps.store_refreshed(
                 rt.pool,
                 account.account_id,
                 generation,
@@ -232,7 +232,7 @@ async def refresh_tokens(
         if result.outcome is TokenOutcome.dead:
             # Rotating platforms reject a refresh token another worker already used. If the
             # stored tokens changed since we read them, the account is fine.
-            current = await health.read_tokens(rt.pool, account.account_id)
+            current = await sweeps.read_tokens(rt.pool, account.account_id)
             if current is not None and current["generation"] != generation:
                 return CheckResult(TokenOutcome.valid, reason="rotated_elsewhere"), False
         return result, False
@@ -315,11 +315,11 @@ async def _safe_check(rt: Runtime, row: asyncpg.Record) -> Checked:
 async def check_batch(ctx: dict[str, Any], sweep_id: int, account_ids: list[str]) -> dict[str, int]:
     """arq job: check the accounts this sweep leased, then write every outcome at once."""
     rt = runtime(ctx)
-    rows = await health.load_batch(rt.pool, sweep_id, account_ids)
+    rows = await sweeps.load_batch(rt.pool, sweep_id, account_ids)
     results = await asyncio.gather(*(_safe_check(rt, row) for row in rows))
     refreshed = sum(1 for r in results if r.refreshed)
-    checked, skipped_n = await health.apply_outcomes(
+    checked, skipped_n = await sweeps.apply_outcomes(
         rt.pool, sweep_id, [r.outcome for r in results], refreshed
     )
-    await health.finish_if_idle(rt.pool, sweep_id)
+    await sweeps.finish_if_idle(rt.pool, sweep_id)
     return {"checked": checked, "skipped": skipped_n, "refreshed": refreshed}

@@ -11,12 +11,12 @@ from arq import Retry
 from arq.constants import result_key_prefix
 from arq.jobs import Job, JobStatus
 
-from service.ids import new_revocation_id
-from service.repository import revocations
-from service.revocations import Enqueued, enqueue_revocation, revoke_job_id
-from service.vault import Sealed, VaultError
+from service.core.ids import new_revocation_id
+from service.core.jobs import Enqueued, enqueue_revocation, revoke_job_id
+from service.core.repository import revocations
+from service.core.vault import Sealed, VaultError
+from service.platforms.base import AccountRef, RevokeOutcome, RevokeResult, TokenSet
 from worker.limits import PlatformPaused
-from worker.platforms.base import AccountRef, RevokeOutcome, RevokeResult, TokenSet
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("octopost.revoke")

@@ -9,15 +9,15 @@ import aiohttp
 import asyncpg
 from arq.connections import ArqRedis
 
-from service.db import create_pool
-from service.settings import Settings
-from service.tokenkeys import load_vault
-from service.vault import Vault
+from service.core.db import create_pool
+from service.core.keyring import load_vault
+from service.core.settings import Settings
+from service.core.vault import Vault
+from service.platforms.base import PlatformAdapter
+from service.platforms.config import PlatformSettings
+from service.platforms.registry import build_adapters
 from worker.limits import PlatformLimits
 from worker.metrics import WorkerMetrics
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.config import PlatformSettings
-from worker.platforms.registry import build_adapters
 
 CTX_KEY = "octopost"
 

@@ -7,29 +7,17 @@ import logging
 import time
 from typing import Any
 
-from service.repository import health
+from service.core.jobs import CHECK_JOB, batch_job_id
+from service.core.repository import sweeps
 from worker.runtime import runtime
 
 log = logging.getLogger("octopost.sweep")
-
-CHECK_JOB = "check_batch"
-SWEEP_JOB = "run_sweep"
-
-
-def sweep_job_id(sweep_id: int) -> str:
-    return f"sweep:{sweep_id}"
-
-
-def batch_job_id(sweep_id: int, account_ids: list[str]) -> str:
-    # Derived from the content, so a sweep job that is retried after a crash re-enqueues
-    # an already queued batch as a no-op.
-    return f"check:{sweep_id}:{account_ids[0]}:{len(account_ids)}"
 
 
 async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
     """arq job: claim everything in the sweep's scope and enqueue the batches."""
     rt = runtime(ctx)
-    sweep = await health.start_sweep(rt.pool, sweep_id)
+    sweep = await sweeps.start_sweep(rt.pool, sweep_id)
     if sweep is None:
         return {"claimed": 0}
     force = sweep["trigger"] == "manual"
@@ -39,14 +27,14 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
     while True:
         # Do not run too far ahead of the checkers: a lease must not run out while its
         # batch is still waiting in the queue.
-        current = await health.get_sweep(rt.pool, sweep_id)
+        current = await sweeps.get_sweep(rt.pool, sweep_id)
         if current is not None and (
             current["claimed"] - current["checked"] - current["skipped"] >= s.sweep_max_ahead
         ):
             await asyncio.sleep(0.2)
             continue
         async with rt.pool.acquire() as conn, conn.transaction():
-            ids = await health.claim_due(
+            ids = await sweeps.claim_due(
                 conn,
                 sweep_id,
                 platform=sweep["platform"],
@@ -56,15 +44,15 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
                 lease_seconds=s.check_lease_seconds,
             )
             if ids:
-                await health.add_claimed(conn, sweep_id, len(ids))
+                await sweeps.add_claimed(conn, sweep_id, len(ids))
         if not ids:
             break
         claimed += len(ids)
         await rt.redis.enqueue_job(CHECK_JOB, sweep_id, ids, _job_id=batch_job_id(sweep_id, ids))
-    await health.end_claiming(rt.pool, sweep_id)
-    await health.finish_if_idle(rt.pool, sweep_id)
+    await sweeps.end_claiming(rt.pool, sweep_id)
+    await sweeps.finish_if_idle(rt.pool, sweep_id)
     rt.metrics.sweep_duration.observe(time.perf_counter() - started)
-    for row in await health.count_by_status(rt.pool):
+    for row in await sweeps.count_by_status(rt.pool):
         rt.metrics.accounts.labels(row["platform"], row["health_status"]).set(row["n"])
     log.info("sweep claimed sweep_id=%s trigger=%s claimed=%s", sweep_id, sweep["trigger"], claimed)
     return {"claimed": claimed}
@@ -73,7 +61,7 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
 async def scheduled_sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron: one scheduled sweep per tick (arq runs a cron tick once across workers)."""
     rt = runtime(ctx)
-    for stale in await health.finish_idle_sweeps(rt.pool):
+    for stale in await sweeps.finish_idle_sweeps(rt.pool):
         log.warning("sweep closed after its last batch never reported sweep_id=%s", stale)
-    sweep_id = await health.create_sweep(rt.pool, "schedule")
+    sweep_id = await sweeps.create_sweep(rt.pool, "schedule")
     return await run_sweep(ctx, sweep_id)

@@ -8,9 +8,9 @@ import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
 
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.registry import build_adapters
-from worker.sandbox.app import create_sandbox_app
+from devkit.sandbox.app import create_sandbox_app
+from service.platforms.base import PlatformAdapter
+from service.platforms.registry import build_adapters
 
 from .rows import Sandbox, sandbox_settings
 

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from worker.platforms.base import (
+from service.platforms.base import (
     AccountRef,
     CheckResult,
     PlatformAdapter,
@@ -21,7 +21,7 @@ from worker.platforms.base import (
     TokenOutcome,
     TokenSet,
 )
-from worker.platforms.config import PlatformSettings
+from service.platforms.config import PlatformSettings
 
 CREDENTIALS = {
     "twitter_client_id": "x-client",

@@ -1,10 +1,10 @@
 import aiohttp
 import pytest
 
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.base import RevokeOutcome as R
-from worker.platforms.base import TokenOutcome as T
-from worker.platforms.registry import build_adapters
+from service.platforms.base import PlatformAdapter
+from service.platforms.base import RevokeOutcome as R
+from service.platforms.base import TokenOutcome as T
+from service.platforms.registry import build_adapters
 
 from .rows import Row, Sandbox, run_row, sandbox_settings
 

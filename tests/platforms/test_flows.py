@@ -9,15 +9,15 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import pytest
 
-from service.ids import PLATFORMS
-from worker.platforms.base import (
+from service.core.ids import PLATFORMS
+from service.platforms.base import (
     PlatformAdapter,
     RevokeOutcome,
     TokenOutcome,
     TokenSet,
     conclude_after_refresh,
 )
-from worker.platforms.registry import build_adapters
+from service.platforms.registry import build_adapters
 
 from .rows import Sandbox, account, sandbox_settings
 

@@ -9,11 +9,11 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from service.ids import PLATFORMS
-from worker.platforms.base import AccountRef, CheckResult, TokenOutcome, TokenSet
-from worker.platforms.config import PlatformSettings
-from worker.platforms.http import Reply, retry_after_seconds
-from worker.platforms.registry import build_adapters
+from service.core.ids import PLATFORMS
+from service.platforms.base import AccountRef, CheckResult, TokenOutcome, TokenSet
+from service.platforms.config import PlatformSettings
+from service.platforms.http import Reply, retry_after_seconds
+from service.platforms.registry import build_adapters
 
 NOW = 1_750_000_000.0  # 2025-06-15T15:06:40Z
 BUC = {"123": [{"type": "pages", "call_count": 99, "estimated_time_to_regain_access": 7}]}

@@ -1,7 +1,7 @@
 import pytest
 
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.base import TokenOutcome as T
+from service.platforms.base import PlatformAdapter
+from service.platforms.base import TokenOutcome as T
 
 from .rows import Row, Sandbox, run_row
 

@@ -1,8 +1,8 @@
 import pytest
 
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.base import RevokeOutcome as R
-from worker.platforms.base import TokenOutcome as T
+from service.platforms.base import PlatformAdapter
+from service.platforms.base import RevokeOutcome as R
+from service.platforms.base import TokenOutcome as T
 
 from .rows import Row, Sandbox, run_row
 

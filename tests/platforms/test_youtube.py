@@ -1,9 +1,9 @@
 import pytest
 
-from worker.platforms.base import PlatformAdapter
-from worker.platforms.base import RevokeOutcome as R
-from worker.platforms.base import TokenOutcome as T
-from worker.platforms.http import seconds_until_midnight
+from service.platforms.base import PlatformAdapter
+from service.platforms.base import RevokeOutcome as R
+from service.platforms.base import TokenOutcome as T
+from service.platforms.http import seconds_until_midnight
 
 from .rows import Row, Sandbox, run_row
 

@@ -21,12 +21,12 @@ import asyncpg
 import orjson
 import pytest
 
-from service import ids
-from service.db import migrate
-from service.importer import import_accounts, parse_lines
-from service.repository import workspaces
-from service.settings import Settings
-from service.vault import Vault
+from service.core import ids
+from service.core.db import migrate
+from service.core.importer import import_accounts, parse_lines
+from service.core.repository import workspaces
+from service.core.settings import Settings
+from service.core.vault import Vault
 from tests.conftest import ROOT, free_port
 
 # The platform sandbox and the in-process burst worker, for the whole-run secrets test.

@@ -1,5 +1,5 @@
 """Injected faults under traffic: PostgreSQL stopped, killed and frozen, Redis stopped, and
-SIGTERM to a serving API process. Private servers (service.embedded) are stopped and
+SIGTERM to a serving API process. Private servers (devkit.embedded) are stopped and
 started on the same port; the API is the real app on a real port.
 
 What must hold: every request gets an answer within a bound (503 JSON with Retry-After
@@ -27,13 +27,13 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name
 
-from service.app import create_app, redis_client
-from service.db import migrate
-from service.embedded import EmbeddedPostgres, EmbeddedRedis
-from service.revocations import revoke_job_id
-from service.server import AppRunner
-from service.settings import Settings
-from service.vault import Vault
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from service.api.app import create_app, redis_client
+from service.api.server import AppRunner
+from service.core.db import migrate
+from service.core.jobs import revoke_job_id
+from service.core.settings import Settings
+from service.core.vault import Vault
 from tests.conftest import free_port
 from tests.reliability.conftest import (
     ApiProcess,

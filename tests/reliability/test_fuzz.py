@@ -24,11 +24,12 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from service import cursor, ids
-from service.openapi import build_openapi
-from service.repository import workspaces
-from service.settings import Settings
-from service.vault import Vault
+from service.api import cursor
+from service.api.openapi import build_openapi
+from service.core import ids
+from service.core.repository import workspaces
+from service.core.settings import Settings
+from service.core.vault import Vault
 from tests.conftest import TABLES
 from tests.reliability.conftest import (
     ApiProcess,

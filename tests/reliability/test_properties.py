@@ -15,12 +15,13 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from service import cursor, ids
-from service.errors import BadRequest
-from service.importer import ImportError_, import_accounts, parse_lines
-from service.repository import workspaces
-from service.settings import Settings
-from service.vault import Sealed, Vault
+from service.api import cursor
+from service.api.errors import BadRequest
+from service.core import ids
+from service.core.importer import ImportRejected, import_accounts, parse_lines
+from service.core.repository import workspaces
+from service.core.settings import Settings
+from service.core.vault import Sealed, Vault
 from tests.reliability.conftest import run_sync
 
 PROPERTY = settings(
@@ -96,7 +97,7 @@ raw_lines = st.one_of(
 def test_import_parser_answers_with_a_line_number_or_a_result(lines: list[Any]) -> None:
     try:
         parsed = parse_lines(lines)
-    except ImportError_ as exc:
+    except ImportRejected as exc:
         assert 1 <= exc.line <= len(lines), exc
         assert str(exc).startswith(f"line {exc.line}: ")
         return
@@ -175,7 +176,7 @@ def test_what_the_parser_accepts_is_stored_exactly(
 ) -> None:
     try:
         parsed = parse_lines(orjson.dumps(line) for line in lines)
-    except ImportError_:
+    except ImportRejected:
         assume(False)
     assert [p.number for p in parsed] == list(range(1, len(lines) + 1))
 
@@ -242,14 +243,14 @@ def test_one_bad_line_anywhere_rejects_the_file_at_that_line(
     assume(text.strip())
     try:
         parse_lines([bad])
-    except ImportError_:
+    except ImportRejected:
         pass
     else:
         assume(False)  # the generated "bad" line happened to be a fine one
     position = min(where, len(lines))
     file = [orjson.dumps(line).decode() for line in lines]
     file.insert(position, bad)
-    with pytest.raises(ImportError_) as info:
+    with pytest.raises(ImportRejected) as info:
         parse_lines(file)
     assert info.value.line == position + 1
 

@@ -24,10 +24,10 @@ import asyncpg
 import orjson
 import pytest
 
-from service import ids
-from service.embedded import postgres_bin_dir
-from service.settings import Settings
-from service.vault import Sealed, Vault
+from devkit.embedded import postgres_bin_dir
+from service.core import ids
+from service.core.settings import Settings
+from service.core.vault import Sealed, Vault
 from tests.conftest import ROOT
 from tests.reliability.conftest import ApiProcess, api_env
 from tests.worker.conftest import Sandbox, SweepRunner

@@ -21,15 +21,16 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from yarl import URL
 
-from service import app as app_module
-from service import cursor, ids
-from service.app import create_app
-from service.auth import Authenticator
-from service.errors import ApiError
-from service.models import HEALTH_STATUSES
-from service.repository import workspaces
-from service.server import AppRunner
-from service.settings import Settings
+from service.api import app as app_module
+from service.api import cursor
+from service.api.app import create_app
+from service.api.auth import Authenticator
+from service.api.errors import ApiError
+from service.api.models import HEALTH_STATUSES
+from service.api.server import AppRunner
+from service.core import ids
+from service.core.repository import workspaces
+from service.core.settings import Settings
 from tests.conftest import free_port
 from tests.reliability.conftest import account_line, assert_error_body
 

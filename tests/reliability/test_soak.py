@@ -10,7 +10,7 @@ import sys
 
 import orjson
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.conftest import ROOT
 
 DURATION = 8

@@ -12,15 +12,16 @@ import pytest
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from service.repository import health
-from service.server import AppRunner
-from service.settings import Settings
+from devkit.sandbox.app import create_sandbox_app
+from service.api.server import AppRunner
+from service.core.jobs import enqueue_sweep
+from service.core.repository import sweeps
+from service.core.settings import Settings
+from service.platforms.config import PlatformSettings
 from tests.conftest import free_port
 from tests.platforms.rows import CREDENTIALS
-from worker.platforms.config import PlatformSettings
+from worker.assembly import make_worker
 from worker.runtime import Runtime
-from worker.sandbox.app import create_sandbox_app
-from worker.settings import make_worker
 
 
 @dataclass
@@ -94,8 +95,8 @@ def sweep(
         account: str | None = None,
         settings: Settings | None = None,
     ) -> asyncpg.Record:
-        sweep_id = await health.create_sweep(pool, trigger, platform, account)
-        await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+        sweep_id = await sweeps.create_sweep(pool, trigger, platform, account)
+        await enqueue_sweep(redis, sweep_id)
         worker = make_worker(
             settings or worker_settings,
             platform_settings=platform_settings,
@@ -108,7 +109,7 @@ def sweep(
             await worker.main()
         finally:
             await worker.close()
-        row = await health.get_sweep(pool, sweep_id)
+        row = await sweeps.get_sweep(pool, sweep_id)
         assert row is not None
         return row
 

@@ -8,14 +8,15 @@ from typing import Any
 
 import asyncpg
 
-from service.ids import PLATFORMS
-from service.repository import health
-from service.settings import Settings
-from service.vault import Sealed, Vault
+from service.core.ids import PLATFORMS
+from service.core.jobs import enqueue_sweep
+from service.core.repository import sweeps
+from service.core.settings import Settings
+from service.core.vault import Sealed, Vault
+from service.platforms.base import AccountRef, TokenOutcome, TokenSet
 from tests.conftest import with_tokens
 from tests.worker.conftest import Sandbox, SweepRunner
 from worker.checks import refresh_tokens
-from worker.platforms.base import AccountRef, TokenOutcome, TokenSet
 from worker.runtime import Runtime
 
 
@@ -231,9 +232,9 @@ async def test_connection_refused_deactivates_nobody(
     redis: Any,
     import_lines: Any,
 ) -> None:
+    from service.platforms.config import PlatformSettings
     from tests.conftest import free_port
-    from worker.platforms.config import PlatformSettings
-    from worker.settings import make_worker
+    from worker.assembly import make_worker
 
     dead_end = PlatformSettings(
         sandbox_url=f"http://127.0.0.1:{free_port()}", request_timeout_seconds=1
@@ -241,8 +242,8 @@ async def test_connection_refused_deactivates_nobody(
     ids = await import_lines(
         "acme", [account(p, f"cr-{p}") for p in ("twitter", "youtube", "bluesky", "facebook")]
     )
-    sweep_id = await health.create_sweep(pool, "manual")
-    await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+    sweep_id = await sweeps.create_sweep(pool, "manual")
+    await enqueue_sweep(redis, sweep_id)
     worker = make_worker(
         worker_settings,
         platform_settings=dead_end,
@@ -338,7 +339,7 @@ async def test_a_sweep_whose_batch_never_reported_is_closed_later(
     """A check job that timed out leaves its accounts leased to its sweep; once a later
     sweep has taken them over (the lease ran out), the next tick closes the old sweep."""
     ids = await import_lines("acme", [account("mastodon", f"s-{i}") for i in range(3)])
-    stuck = await health.create_sweep(pool, "schedule")
+    stuck = await sweeps.create_sweep(pool, "schedule")
     await pool.execute("UPDATE sweeps SET status = 'running', claimed = 3 WHERE id = $1", stuck)
     await pool.execute(
         "UPDATE accounts SET lease_sweep_id = $1, last_sweep_id = $1, "
@@ -346,11 +347,11 @@ async def test_a_sweep_whose_batch_never_reported_is_closed_later(
         stuck,
         ids,
     )
-    assert await health.finish_idle_sweeps(pool) == []  # its leases are still held
+    assert await sweeps.finish_idle_sweeps(pool) == []  # its leases are still held
     await sweep(trigger="schedule")  # lease ran out: a new sweep checks them
     from worker.runtime import CTX_KEY
     from worker.sweep import scheduled_sweep
 
     await scheduled_sweep({CTX_KEY: runtime})
-    row = await health.get_sweep(pool, stuck)
+    row = await sweeps.get_sweep(pool, stuck)
     assert row is not None and row["status"] == "done" and row["checked"] == 0

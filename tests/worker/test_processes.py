@@ -29,12 +29,13 @@ import pytest
 from aiohttp import web
 from arq.connections import ArqRedis
 
-from service.ids import PLATFORMS
-from service.repository import health
-from service.settings import Settings
+from devkit.sandbox.app import create_sandbox_app
+from service.core.ids import PLATFORMS
+from service.core.jobs import CHECK_JOB, SWEEP_JOB, enqueue_sweep
+from service.core.repository import sweeps
+from service.core.settings import Settings
 from tests.conftest import ROOT, free_port
 from tests.worker.conftest import CREDENTIALS, Sandbox
-from worker.sandbox.app import create_sandbox_app
 
 BATCH = 50
 READY_TIMEOUT = 30.0
@@ -73,7 +74,7 @@ class WorkerProcess:
             assert time.monotonic() < deadline, f"{self.name} not ready:\n{self.text()}"
             await asyncio.sleep(0.05)
 
-    def started(self, function: str = "check_batch") -> list[tuple[str, int]]:
+    def started(self, function: str = CHECK_JOB) -> list[tuple[str, int]]:
         """(job id, try) of every job of this function this worker started."""
         found = STARTED.finditer(self.text())
         return [(m[1], int(m[3] or 1)) for m in found if m[2] == function]
@@ -162,15 +163,15 @@ def account_lines(n: int, prefix: str) -> list[dict[str, Any]]:
 
 
 async def start_sweep(pool: asyncpg.Pool, redis: ArqRedis) -> int:
-    sweep_id = await health.create_sweep(pool, "manual")
-    await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+    sweep_id = await sweeps.create_sweep(pool, "manual")
+    await enqueue_sweep(redis, sweep_id)
     return sweep_id
 
 
 async def sweep_done(pool: asyncpg.Pool, sweep_id: int, within: float) -> asyncpg.Record:
     deadline = time.monotonic() + within
     while True:
-        row = await health.get_sweep(pool, sweep_id)
+        row = await sweeps.get_sweep(pool, sweep_id)
         assert row is not None
         if row["status"] == "done":
             return row
@@ -240,7 +241,7 @@ async def test_two_workers_check_every_account_exactly_once(
     assert Counter(c["token"] for c in calls) == Counter(tokens_of(lines))
     assert {c["status"] for c in calls} == {200}
     # the database: one sweep, every account checked in it, no lease left behind
-    row = await health.get_sweep(pool, sweep_id)
+    row = await sweeps.get_sweep(pool, sweep_id)
     assert row is not None and (row["claimed"], row["checked"]) == (2000, 2000)
     assert await pool.fetchval("SELECT count(*) FROM sweeps") == 1
     checked = await pool.fetchrow(
@@ -285,7 +286,7 @@ async def test_a_live_workers_long_sweep_is_not_started_twice(
     row = await sweep_done(pool, sweep_id, within=30)
     assert (row["claimed"], row["checked"], row["healthy"]) == (150, 150, 150)
     assert (row["finished_at"] - row["started_at"]).total_seconds() > 2 * 1.5
-    assert [t for w in workers for _, t in w.started("run_sweep")] == [1]
+    assert [t for w in workers for _, t in w.started(SWEEP_JOB)] == [1]
     assert sorted(t for w in workers for _, t in w.started()) == [1, 1, 1]
     calls = await sandbox.calls()
     assert Counter(c["token"] for c in calls) == Counter(tokens)

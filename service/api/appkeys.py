@@ -1,0 +1,23 @@
+"""Every typed application key in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from service.core.settings import Settings
+
+if TYPE_CHECKING:
+    from service.api.auth import Authenticator, Principal
+    from service.api.metrics import ApiMetrics
+
+SETTINGS = web.AppKey("settings", Settings)
+POOL = web.AppKey("pool", asyncpg.Pool)
+REDIS = web.AppKey("redis", ArqRedis)
+AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
+METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+REQUEST_ID = web.RequestKey("request_id", str)
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -1,0 +1,63 @@
+"""Job names, job ids and enqueue-after-commit: the one place the API, the CLI and the worker
+agree on what sits in the arq queue."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+log = logging.getLogger("octopost.revocations")
+
+REVOKE_JOB = "revoke_account_tokens"
+CHECK_JOB = "check_batch"
+SWEEP_JOB = "run_sweep"
+
+
+class Enqueued(StrEnum):
+    queued = "queued"
+    # a job with this id is queued, deferred, running, or its result is still kept
+    already_queued = "already_queued"
+    # Redis did not answer; the outbox row stays pending and the relay queues it later
+    unreachable = "unreachable"
+
+
+def revoke_job_id(revocation_id: str) -> str:
+    return f"revoke:{revocation_id}"
+
+
+def sweep_job_id(sweep_id: int) -> str:
+    return f"sweep:{sweep_id}"
+
+
+def batch_job_id(sweep_id: int, account_ids: list[str]) -> str:
+    # Derived from the content, so a sweep job that is retried after a crash re-enqueues
+    # an already queued batch as a no-op.
+    return f"check:{sweep_id}:{account_ids[0]}:{len(account_ids)}"
+
+
+async def enqueue_sweep(redis: ArqRedis, sweep_id: int) -> None:
+    """Queue the job that claims and fans out a sweep row already committed."""
+    await redis.enqueue_job(SWEEP_JOB, sweep_id, _job_id=sweep_job_id(sweep_id))
+
+
+async def enqueue_revocation(redis: ArqRedis, revocation_id: str) -> Enqueued:
+    """Queue the revoke job. Never raises for Redis trouble: the outbox row is the record.
+
+    The deterministic job id makes a second enqueue (by the relay cron) a no-op while the
+    first is queued, running or its result is kept.
+    """
+    try:
+        job = await redis.enqueue_job(
+            REVOKE_JOB, revocation_id, _job_id=revoke_job_id(revocation_id)
+        )
+    except (RedisError, OSError, TimeoutError) as exc:
+        log.warning(
+            "revocation not queued, the relay will retry revocation_id=%s error=%s",
+            revocation_id,
+            type(exc).__name__,
+        )
+        return Enqueued.unreachable
+    return Enqueued.queued if job is not None else Enqueued.already_queued

@@ -1,0 +1,240 @@
+"""`octopost dev` as a developer runs it: one process with embedded PostgreSQL and Redis, the
+API, the platform sandbox and the worker; a second `octopost` process reaches it through
+the data dir's dev.env. Embedded servers make this slow, so it is one test."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+import pytest
+
+from devkit.stack import SANDBOX_PORT_OFFSET, load_dev_env
+from service.core.ids import PLATFORMS
+from tests.conftest import ROOT, SEED_ACCOUNTS, free_port
+
+BANNER_TIMEOUT = 120.0
+
+
+def port_pair() -> int:
+    """A free port whose +10 neighbour (the sandbox's) is free too."""
+    for _ in range(50):
+        port = free_port()
+        with closing(socket.socket()) as s:
+            try:
+                s.bind(("127.0.0.1", port + SANDBOX_PORT_OFFSET))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no free port pair")
+
+
+def dev_env(data_dir: Path) -> dict[str, str]:
+    """A developer's shell: no server URLs, no keys, nothing but the data dir."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("OCTOPOST_")
+    }
+    env.update(
+        OCTOPOST_DATA_DIR=str(data_dir),
+        OCTOPOST_LOG_LEVEL="INFO",
+        # the only sweep is the one this test starts
+        OCTOPOST_SWEEP_INTERVAL_MINUTES="0",
+    )
+    return env
+
+
+def processes_under(data_dir: Path) -> list[psutil.Process]:
+    """Live processes working in or started on data_dir (postgres, redis-server)."""
+    top = str(data_dir.resolve())
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            cmdline = " ".join(proc.info["cmdline"] or ())
+            if top in cmdline or (proc.info["cwd"] or "").startswith(top):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+async def data_dir(tmp_path: Path) -> AsyncIterator[Path]:
+    """The dev stack's data dir; whatever still runs on it at the end is killed."""
+    data = tmp_path / "var"
+    yield data
+    for proc in processes_under(data):
+        if proc.pid != os.getpid():
+            proc.kill()
+
+
+def text_of(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def wait_for_banner(proc: asyncio.subprocess.Process, log: Path) -> str:
+    deadline = time.monotonic() + BANNER_TIMEOUT
+    while "stop: Ctrl-C" not in (text := text_of(log)):
+        assert proc.returncode is None, text
+        assert time.monotonic() < deadline, text
+        await asyncio.sleep(0.1)
+    return text
+
+
+async def octopost(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service.cli",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 90)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def get_json(http: aiohttp.ClientSession, url: str, key: str) -> Any:
+    async with http.get(url, headers={"Authorization": f"Bearer {key}"}) as r:
+        assert r.status == 200, await r.text()
+        return await r.json()
+
+
+async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    port = port_pair()
+    env = dev_env(data_dir)
+    log = tmp_path / "dev.log"
+    with log.open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service.cli",
+            "dev",
+            "--port",
+            str(port),
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+    try:
+        banner = await wait_for_banner(proc, log)
+        key_match = re.search(r"^(oct_live_\S+)$", banner, re.M)
+        sandbox_match = re.search(r"^  sandbox +(http://\S+)", banner, re.M)
+        assert key_match and sandbox_match, banner
+        key, sandbox = key_match[1], sandbox_match[1]
+        assert sandbox == f"http://127.0.0.1:{port + SANDBOX_PORT_OFFSET}"
+        assert "python3 dev.py octopost sweep --wait" in banner
+        dev_env_file = data_dir / "dev.env"
+        assert f"OCTOPOST_SANDBOX_URL={sandbox}" in text_of(dev_env_file)
+        assert oct(dev_env_file.stat().st_mode & 0o777) == "0o600"
+        api = f"http://localhost:{port}/v1/accounts"
+
+        async with aiohttp.ClientSession() as http:
+            # the seed's curl requests, answered with the seed's bodies
+            listed = await get_json(http, api, key)
+            assert listed["accounts"][:3] == SEED_ACCOUNTS
+            assert await get_json(http, f"{api}/acc_abc123", key) == SEED_ACCOUNTS[0]
+
+            # a second shell: `octopost sweep --wait` finds the servers through dev.env
+            rc, out, err = await octopost(env, "sweep", "--wait", "--timeout", "60")
+            assert rc == 0, err
+            assert "using the running `octopost dev`" in err
+            assert re.search(
+                r"^sweep \d+ done: checked=9 healthy=8 deactivated=1 refreshed=0 "
+                r"transient=0 unknown=0 skipped=0$",
+                out,
+                re.M,
+            ), out
+            # every demo token was checked at the sandbox; the seed's inactive account's
+            # token is revoked there, so the sweep agrees with the seed
+            async with http.get(f"{sandbox}/sandbox/calls") as r:
+                calls = (await r.json())["calls"]
+            assert {c["platform"] for c in calls} == set(PLATFORMS)
+            listed = await get_json(http, api, key)
+            assert listed["accounts"][:3] == SEED_ACCOUNTS
+
+            async with http.delete(
+                f"{api}/acc_ghi789", headers={"Authorization": f"Bearer {key}"}
+            ) as r:
+                assert r.status == 204, await r.text()
+            async with http.delete(
+                f"{api}/acc_ghi789", headers={"Authorization": f"Bearer {key}"}
+            ) as r:
+                assert r.status == 404
+            # ... and the worker inside `octopost dev` took the revocation to the sandbox
+            deadline = time.monotonic() + 20
+            while True:
+                async with http.get(f"{sandbox}/sandbox/calls?platform=linkedin") as r:
+                    paths = [c["path"] for c in (await r.json())["calls"]]
+                if any("revoke" in p for p in paths):
+                    break
+                assert time.monotonic() < deadline, (paths, text_of(log)[-3000:])
+                await asyncio.sleep(0.2)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    text = text_of(log)
+    assert proc.returncode == 0, text[-3000:]
+    assert "octopost dev: stopping" in text
+    assert "Traceback" not in text, text[-3000:]
+    assert not (data_dir / "dev.env").exists()
+    assert processes_under(data_dir) == []
+
+
+def test_dev_env_fills_only_unset_variables_of_a_live_stack(tmp_path: Path) -> None:
+    live = "\n".join(
+        [
+            "# comment",
+            f"OCTOPOST_DEV_PID={os.getpid()}",
+            "DATABASE_URL=postgresql://postgres@127.0.0.1:5999/octopost",
+            "REDIS_URL=redis://127.0.0.1:6999/0",
+            "OCTOPOST_SANDBOX_URL=http://127.0.0.1:8090",
+        ]
+    )
+    (tmp_path / "dev.env").write_text(live + "\n")
+    env = {"OCTOPOST_DATA_DIR": str(tmp_path), "REDIS_URL": "redis://elsewhere:6379/1"}
+    assert load_dev_env(env) == ["DATABASE_URL", "OCTOPOST_SANDBOX_URL"]
+    assert env == {
+        "OCTOPOST_DATA_DIR": str(tmp_path),
+        "REDIS_URL": "redis://elsewhere:6379/1",
+        "DATABASE_URL": "postgresql://postgres@127.0.0.1:5999/octopost",
+        "OCTOPOST_SANDBOX_URL": "http://127.0.0.1:8090",
+    }
+    # not outside development
+    for other in ("test", "production"):
+        env = {"OCTOPOST_DATA_DIR": str(tmp_path), "OCTOPOST_ENV": other}
+        assert load_dev_env(env) == [] and "DATABASE_URL" not in env
+    # not from a stack that is gone (its pid no longer runs)
+    gone = psutil.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "dev.env").write_text(live.replace(str(os.getpid()), str(gone.pid)) + "\n")
+    env = {"OCTOPOST_DATA_DIR": str(tmp_path)}
+    assert load_dev_env(env) == [] and env == {"OCTOPOST_DATA_DIR": str(tmp_path)}
+    # nothing to read
+    assert load_dev_env({"OCTOPOST_DATA_DIR": str(tmp_path / "none")}) == []
