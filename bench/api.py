@@ -43,7 +43,6 @@ from bench.common import (
     cores,
     flush_redis,
     fmt,
-    free_port,
     median,
     octopost_command,
     ratio,
@@ -53,6 +52,7 @@ from bench.common import (
     wait_for_port,
 )
 from bench.loadgen import LoadResult
+from devkit.embedded import free_port
 from service.core.ids import PLATFORMS
 
 SEED_WORKSPACE = "seed"

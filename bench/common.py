@@ -52,13 +52,6 @@ def median(values: Iterable[float]) -> float:
     return statistics.median(data) if data else float("nan")
 
 
-def free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def octopost_command() -> list[str]:
     """The installed ``octopost`` entry point of this virtualenv (or ``python -m``)."""
     script = BIN / "octopost"

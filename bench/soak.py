@@ -31,7 +31,6 @@ import os
 import random
 import secrets
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ import orjson
 import psutil
 from yarl import URL
 
+from devkit.embedded import free_port
+from devkit.sandbox.credentials import sandbox_environment
 from service.api.app import redis_client
 from service.core import ids
 from service.core.db import migrate
@@ -65,18 +66,6 @@ WORKSPACE = "soak"
 DB_POOL_MAX = 10
 MAX_IN_FLIGHT = 256
 REQUEST_TIMEOUT = 10.0
-PLATFORM_CREDENTIALS = {
-    "OCTOPOST_TWITTER_CLIENT_ID": "x-client",
-    "OCTOPOST_TWITTER_CLIENT_SECRET": "x-secret",
-    "OCTOPOST_LINKEDIN_CLIENT_ID": "li-client",
-    "OCTOPOST_LINKEDIN_CLIENT_SECRET": "li-secret",
-    "OCTOPOST_FACEBOOK_APP_ID": "fb-app",
-    "OCTOPOST_FACEBOOK_APP_SECRET": "fb-secret",
-    "OCTOPOST_TIKTOK_CLIENT_KEY": "tt-key",
-    "OCTOPOST_TIKTOK_CLIENT_SECRET": "tt-secret",
-    "OCTOPOST_YOUTUBE_CLIENT_ID": "yt-client",
-    "OCTOPOST_YOUTUBE_CLIENT_SECRET": "yt-secret",
-}
 
 
 class SoakError(Exception):
@@ -98,13 +87,6 @@ class Options:
 
 
 # ------------------------------------------------------------------------ servers
-
-
-def _free_port() -> int:
-    with contextlib.closing(socket.socket()) as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager
@@ -426,7 +408,7 @@ async def soak(o: Options, admin_url: str, redis_url: str) -> dict[str, Any]:
 async def _run(
     o: Options, database_url: str, redis_url: str, token_keys: str, seeded: Seeded
 ) -> dict[str, Any]:
-    api_port, sandbox_port = _free_port(), _free_port()
+    api_port, sandbox_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OCTOPOST_")}
     env.update(
         {
@@ -439,7 +421,7 @@ async def _run(
             "OCTOPOST_SANDBOX_URL": f"http://{HOST}:{sandbox_port}",
             "OCTOPOST_SWEEP_INTERVAL_MINUTES": "0",
             "OCTOPOST_CHECK_INTERVAL_SECONDS": str(o.check_interval),
-            **PLATFORM_CREDENTIALS,
+            **sandbox_environment(),
         }
     )
     base = f"http://{HOST}:{api_port}"

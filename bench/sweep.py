@@ -51,7 +51,6 @@ from bench.common import (
     cpu_ticks,
     flush_redis,
     fmt,
-    free_port,
     median,
     octopost_command,
     peak_rss_mb,
@@ -64,21 +63,11 @@ from bench.common import (
 )
 from bench.loadgen import LoadResult
 from bench.worker import COUNT_FILE
+from devkit.embedded import free_port
+from devkit.sandbox.credentials import sandbox_environment
 from service.core.jobs import enqueue_sweep
 
 WORKSPACE = "sweep"
-CREDENTIALS = {
-    "OCTOPOST_TWITTER_CLIENT_ID": "bench",
-    "OCTOPOST_TWITTER_CLIENT_SECRET": "bench",
-    "OCTOPOST_LINKEDIN_CLIENT_ID": "bench",
-    "OCTOPOST_LINKEDIN_CLIENT_SECRET": "bench",
-    "OCTOPOST_FACEBOOK_APP_ID": "bench",
-    "OCTOPOST_FACEBOOK_APP_SECRET": "bench",
-    "OCTOPOST_TIKTOK_CLIENT_KEY": "bench",
-    "OCTOPOST_TIKTOK_CLIENT_SECRET": "bench",
-    "OCTOPOST_YOUTUBE_CLIENT_ID": "bench",
-    "OCTOPOST_YOUTUBE_CLIENT_SECRET": "bench",
-}
 SWEEP_STATE = """
 SELECT status, claimed, checked, skipped, healthy, started_at, finished_at
 FROM sweeps WHERE id = $1
@@ -300,7 +289,7 @@ async def prepare(o: SweepOptions, db: BenchDatabase, sandbox_port: int) -> Stac
     finally:
         await conn.close()
     env = {
-        **CREDENTIALS,
+        **sandbox_environment(),
         "DATABASE_URL": db.url,
         "REDIS_URL": o.redis_url,
         "OCTOPOST_ENV": "test",

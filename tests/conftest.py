@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from yarl import URL
 
+from devkit.embedded import free_port
 from service.api.app import create_app, redis_client
 from service.api.server import AppRunner
 from service.core import ids
@@ -39,13 +38,6 @@ TABLES = (
     "api_keys",
     "workspaces",
 )
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devkit.sandbox.credentials import SANDBOX_CREDENTIALS
 from service.platforms.base import (
     AccountRef,
     CheckResult,
@@ -23,22 +24,13 @@ from service.platforms.base import (
 )
 from service.platforms.config import PlatformSettings
 
-CREDENTIALS = {
-    "twitter_client_id": "x-client",
-    "twitter_client_secret": "x-secret",
-    "linkedin_client_id": "li-client",
-    "linkedin_client_secret": "li-secret",
-    "facebook_app_id": "fb-app",
-    "facebook_app_secret": "fb-secret",
-    "tiktok_client_key": "tt-key",
-    "tiktok_client_secret": "tt-secret",
-    "youtube_client_id": "yt-client",
-    "youtube_client_secret": "yt-secret",
-}
-
 
 def sandbox_settings(url: str, **overrides: object) -> PlatformSettings:
-    values: dict[str, object] = {"sandbox_url": url, "request_timeout_seconds": 5, **CREDENTIALS}
+    values: dict[str, object] = {
+        "sandbox_url": url,
+        "request_timeout_seconds": 5,
+        **SANDBOX_CREDENTIALS,
+    }
     return PlatformSettings(**(values | overrides))  # type: ignore[arg-type]
 
 

@@ -13,13 +13,13 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.credentials import SANDBOX_CREDENTIALS as CREDENTIALS
 from service.api.server import AppRunner
 from service.core.jobs import enqueue_sweep
 from service.core.repository import sweeps
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
 from tests.conftest import free_port
-from tests.platforms.rows import CREDENTIALS
 from worker.assembly import make_worker
 from worker.runtime import Runtime
 

@@ -18,6 +18,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.credentials import sandbox_environment
 from service.api.server import AppRunner
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
@@ -127,7 +128,7 @@ def worker_process(settings: Settings, sandbox: Sandbox, **extra: str) -> subpro
         OCTOPOST_SANDBOX_URL=sandbox.url,
         OCTOPOST_SWEEP_INTERVAL_MINUTES="0",
         OCTOPOST_LOG_LEVEL="INFO",
-        **{f"OCTOPOST_{k.upper()}": v for k, v in CREDENTIALS.items()},
+        **sandbox_environment(),
         **extra,
     )
     return subprocess.Popen(

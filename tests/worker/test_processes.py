@@ -30,12 +30,13 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from devkit.sandbox.app import create_sandbox_app
+from devkit.sandbox.credentials import sandbox_environment
 from service.core.ids import PLATFORMS
 from service.core.jobs import CHECK_JOB, SWEEP_JOB, enqueue_sweep
 from service.core.repository import sweeps
 from service.core.settings import Settings
 from tests.conftest import ROOT, free_port
-from tests.worker.conftest import CREDENTIALS, Sandbox
+from tests.worker.conftest import Sandbox
 
 BATCH = 50
 READY_TIMEOUT = 30.0
@@ -105,7 +106,7 @@ def process_env(settings: Settings, sandbox: Sandbox, **extra: str) -> dict[str,
         "OCTOPOST_SWEEP_INTERVAL_MINUTES": "0",
         "OCTOPOST_SWEEP_BATCH_SIZE": str(BATCH),
         "OCTOPOST_DB_POOL_MAX": "4",
-        **{f"OCTOPOST_{k.upper()}": v for k, v in CREDENTIALS.items()},
+        **sandbox_environment(),
     }
     env.update(extra)
     return env
