@@ -196,7 +196,7 @@ async def seed(db: BenchDatabase, big: int) -> Seeded:
     import asyncpg
 
     from bench.ceiling import PAYLOAD
-    from service.core import ids
+    from service.core import api_keys
     from service.core.importer import import_accounts, parse_lines
     from service.core.repository import workspaces
     from service.core.vault import Vault, new_key
@@ -212,15 +212,15 @@ async def seed(db: BenchDatabase, big: int) -> Seeded:
             ),
             (BIG_WORKSPACE, [_account_line(i) for i in range(big)]),
         ):
-            key = ids.new_api_key()
+            key = api_keys.new_api_key()
             async with conn.transaction():
                 workspace_id = await workspaces.ensure_workspace(conn, workspace)
                 await workspaces.insert_key(
                     conn,
-                    ids.new_key_id(),
+                    api_keys.new_key_id(),
                     workspace_id,
-                    ids.key_display_prefix(key),
-                    ids.hash_api_key(key),
+                    api_keys.key_display_prefix(key),
+                    api_keys.hash_api_key(key),
                 )
                 parsed = parse_lines(orjson.dumps(line).decode() for line in lines)
                 await import_accounts(conn, vault, workspace_id, parsed)

@@ -51,7 +51,7 @@ from yarl import URL
 from devkit.embedded import free_port
 from devkit.sandbox.credentials import sandbox_environment
 from service.api.app import redis_client
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.jobs import enqueue_sweep
@@ -203,12 +203,12 @@ async def seed(database_url: str, token_keys: str, accounts: int) -> Seeded:
     vault = Vault.from_config(token_keys)
     conn = await asyncpg.connect(database_url)
     try:
-        key = ids.new_api_key()
+        key = api_keys.new_api_key()
         async with conn.transaction():
             workspace_id = await workspaces.ensure_workspace(conn, WORKSPACE)
             await workspaces.insert_key(
-                conn, ids.new_key_id(), workspace_id, ids.key_display_prefix(key),
-                ids.hash_api_key(key),
+                conn, api_keys.new_key_id(), workspace_id, api_keys.key_display_prefix(key),
+                api_keys.hash_api_key(key),
             )  # fmt: skip
             lines = []
             for i in range(accounts):

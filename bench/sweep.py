@@ -271,20 +271,20 @@ class Stack:
 
 
 async def prepare(o: SweepOptions, db: BenchDatabase, sandbox_port: int) -> Stack:
-    from service.core import ids
+    from service.core import api_keys
     from service.core.repository import workspaces
     from service.core.vault import new_key
 
     await flush_redis(o.redis_url)
     token_keys = f"bench:{new_key()}"
-    key = ids.new_api_key()
+    key = api_keys.new_api_key()
     conn = await asyncpg.connect(db.url)
     try:
         async with conn.transaction():
             workspace_id = await workspaces.ensure_workspace(conn, WORKSPACE)
             await workspaces.insert_key(
-                conn, ids.new_key_id(), workspace_id, ids.key_display_prefix(key),
-                ids.hash_api_key(key),
+                conn, api_keys.new_key_id(), workspace_id, api_keys.key_display_prefix(key),
+                api_keys.hash_api_key(key),
             )  # fmt: skip
     finally:
         await conn.close()

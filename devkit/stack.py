@@ -31,7 +31,7 @@ from arq.worker import Worker
 
 from service.api.app import create_app
 from service.api.server import AppRunner
-from service.core import ids
+from service.core import api_keys
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.keyring import load_vault
@@ -171,13 +171,13 @@ async def seed_demo(settings: Settings, vault: Vault) -> str:
             )
             if existing == 0:
                 await import_accounts(conn, vault, workspace_id, parse_lines(demo_lines()))
-            key = ids.new_api_key()
+            key = api_keys.new_api_key()
             await workspaces.insert_key(
                 conn,
-                ids.new_key_id(),
+                api_keys.new_key_id(),
                 workspace_id,
-                ids.key_display_prefix(key),
-                ids.hash_api_key(key),
+                api_keys.key_display_prefix(key),
+                api_keys.hash_api_key(key),
             )
     finally:
         await conn.close()

@@ -13,7 +13,7 @@ from typing import TextIO
 
 import asyncpg
 
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.db import migrate
 from service.core.importer import ImportRejected, import_accounts, parse_lines
 from service.core.jobs import enqueue_sweep
@@ -58,14 +58,18 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    key = ids.new_api_key()
-    key_id = ids.new_key_id()
+    key = api_keys.new_api_key()
+    key_id = api_keys.new_key_id()
     conn = await _connect(settings)
     try:
         async with conn.transaction():
             workspace_id = await workspaces.ensure_workspace(conn, args.workspace)
             await workspaces.insert_key(
-                conn, key_id, workspace_id, ids.key_display_prefix(key), ids.hash_api_key(key)
+                conn,
+                key_id,
+                workspace_id,
+                api_keys.key_display_prefix(key),
+                api_keys.hash_api_key(key),
             )
     finally:
         await conn.close()

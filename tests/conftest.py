@@ -22,7 +22,7 @@ from yarl import URL
 from devkit.embedded import free_port
 from service.api.app import create_app, redis_client
 from service.api.server import AppRunner
-from service.core import ids
+from service.core import api_keys
 from service.core.db import create_pool, migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.repository import workspaces
@@ -169,15 +169,15 @@ async def api(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncI
 @pytest.fixture
 def make_key(pool: asyncpg.Pool) -> Callable[[str], Any]:
     async def make(workspace: str) -> str:
-        key = ids.new_api_key()
+        key = api_keys.new_api_key()
         async with pool.acquire() as conn, conn.transaction():
             workspace_id = await workspaces.ensure_workspace(conn, workspace)
             await workspaces.insert_key(
                 conn,
-                ids.new_key_id(),
+                api_keys.new_key_id(),
                 workspace_id,
-                ids.key_display_prefix(key),
-                ids.hash_api_key(key),
+                api_keys.key_display_prefix(key),
+                api_keys.hash_api_key(key),
             )
         return key
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.api.errors import TooManyRequests, Unauthorized
-from service.core.ids import hash_api_key, is_well_formed_key
+from service.core.api_keys import hash_api_key, is_well_formed_key
 from service.core.repository import workspaces
 
 # last_used_at is advisory; writing it more than once a minute per key is waste.

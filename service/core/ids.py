@@ -1,8 +1,7 @@
-"""Identifiers and API key material."""
+"""Identifiers: random ids of every kind, the id syntax, the platform list."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import secrets
@@ -11,9 +10,6 @@ import threading
 from typing import Literal, get_args
 
 _ALPHABET = string.ascii_letters + string.digits
-KEY_PREFIX = "oct_live_"
-KEY_DISPLAY_CHARS = len(KEY_PREFIX) + 6
-_KEY_RE = re.compile(r"oct_live_[A-Za-z0-9]{16,128}")
 # Ids we ever hand out are short and plain; anything else cannot exist, so it is a 404
 # without touching the database.
 ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -79,30 +75,8 @@ def new_account_id() -> str:
     return "acc_" + random_string(16)
 
 
-def new_api_key() -> str:
-    return KEY_PREFIX + random_string(32)
-
-
-def new_key_id() -> str:
-    return "key_" + random_string(12)
-
-
 def new_revocation_id() -> str:
     return "rev_" + random_string(16)
-
-
-def is_well_formed_key(key: str) -> bool:
-    return _KEY_RE.fullmatch(key) is not None
-
-
-def hash_api_key(key: str) -> bytes:
-    # Keys carry 190 bits of randomness, so a fast hash is safe: there is nothing to
-    # brute-force that is cheaper than guessing the key itself.
-    return hashlib.sha256(key.encode()).digest()
-
-
-def key_display_prefix(key: str) -> str:
-    return key[:KEY_DISPLAY_CHARS]
 
 
 def is_plausible_id(value: str) -> bool:

@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.repository import workspaces
@@ -175,11 +175,15 @@ def spawn_api(
 
 
 async def create_key(conn: asyncpg.Connection, workspace: str) -> str:
-    key = ids.new_api_key()
+    key = api_keys.new_api_key()
     async with conn.transaction():
         workspace_id = await workspaces.ensure_workspace(conn, workspace)
         await workspaces.insert_key(
-            conn, ids.new_key_id(), workspace_id, ids.key_display_prefix(key), ids.hash_api_key(key)
+            conn,
+            api_keys.new_key_id(),
+            workspace_id,
+            api_keys.key_display_prefix(key),
+            api_keys.hash_api_key(key),
         )
     return key
 

@@ -26,7 +26,7 @@ from schemathesis import GenerationMode
 
 from service.api import cursor
 from service.api.openapi import build_openapi
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.repository import workspaces
 from service.core.settings import Settings
 from service.core.vault import Vault
@@ -59,8 +59,8 @@ class FuzzTarget:
     api: ApiProcess
     database_url: str
     vault: Vault
-    key: str = field(default_factory=ids.new_api_key)
-    other_key: str = field(default_factory=ids.new_api_key)
+    key: str = field(default_factory=api_keys.new_api_key)
+    other_key: str = field(default_factory=api_keys.new_api_key)
     own_ids: frozenset[str] = frozenset(f"acc_fuzzA{p}" for p in PLATFORMS_A)
     other_ids: frozenset[str] = frozenset(f"acc_fuzzB{p}" for p in PLATFORMS_B)
 
@@ -82,8 +82,8 @@ class FuzzTarget:
                             conn,
                             f"key_{workspace}",
                             workspace_id,
-                            ids.key_display_prefix(key),
-                            ids.hash_api_key(key),
+                            api_keys.key_display_prefix(key),
+                            api_keys.hash_api_key(key),
                         )
                     lines = [
                         account_line(
@@ -238,7 +238,7 @@ def test_every_operation_with_an_unknown_key(
     COUNTS["examples, unknown key"] += 1
     case.call_and_validate(
         base_url=fuzz_target.api.base,
-        headers={"Authorization": f"Bearer {ids.new_api_key()}"},
+        headers={"Authorization": f"Bearer {api_keys.new_api_key()}"},
         additional_checks=[
             one_error_format,
             never_another_workspace(fuzz_target),

@@ -25,7 +25,7 @@ import orjson
 import pytest
 
 from devkit.embedded import postgres_bin_dir
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.settings import Settings
 from service.core.vault import Sealed, Vault
 from tests.conftest import ROOT
@@ -99,7 +99,7 @@ async def test_no_token_or_key_in_the_dump_the_logs_or_the_answers(
     made = cli(settings, "keys", "create", "--workspace", "secrets")
     assert made.returncode == 0, made.stderr
     key = made.stdout.strip().splitlines()[-1]
-    assert ids.is_well_formed_key(key)
+    assert api_keys.is_well_formed_key(key)
     secrets.add(key)
     cli_logs = [made.stderr]
 

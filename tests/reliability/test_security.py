@@ -28,7 +28,7 @@ from service.api.auth import Authenticator
 from service.api.errors import ApiError
 from service.api.models import HEALTH_STATUSES
 from service.api.server import AppRunner
-from service.core import ids
+from service.core import api_keys, ids
 from service.core.repository import workspaces
 from service.core.settings import Settings
 from tests.conftest import free_port
@@ -207,7 +207,7 @@ async def test_revoked_key_stops_working_within_the_cache_bound(
     async with aiohttp.ClientSession() as session:
         assert (await fetch(session, "GET", f"{base}/v1/accounts", key))[0] == 200  # cached
         async with pool.acquire() as conn:
-            assert await workspaces.revoke_key(conn, ids.key_display_prefix(key))
+            assert await workspaces.revoke_key(conn, api_keys.key_display_prefix(key))
         revoked_at = time.monotonic()
         while True:
             status, headers, body = await fetch(session, "GET", f"{base}/v1/accounts", key)
@@ -230,7 +230,7 @@ async def test_brute_force_is_throttled_per_client(serve: Serve, make_key: Any) 
     statuses: Counter[int] = Counter()
     async with aiohttp.ClientSession() as attacker:
         for i in range(attempts):
-            bad = ids.new_api_key() if i % 3 else "not-a-key"
+            bad = api_keys.new_api_key() if i % 3 else "not-a-key"
             status, headers, body = await fetch(attacker, "GET", f"{base}/v1/accounts", bad)
             statuses[status] += 1
             error = assert_error_body(status, headers, body)
@@ -247,9 +247,9 @@ async def test_brute_force_is_throttled_per_client(serve: Serve, make_key: Any) 
     async with aiohttp.ClientSession(connector=connector) as other:
         assert (await fetch(other, "GET", f"{base}/v1/accounts", key))[0] == 200
         for _ in range(limit):
-            bad = ids.new_api_key()
+            bad = api_keys.new_api_key()
             assert (await fetch(other, "GET", f"{base}/v1/accounts", bad))[0] == 401
-        assert (await fetch(other, "GET", f"{base}/v1/accounts", ids.new_api_key()))[0] == 429
+        assert (await fetch(other, "GET", f"{base}/v1/accounts", api_keys.new_api_key()))[0] == 429
     assert statuses == {401: limit, 429: attempts - limit}
     FIGURES["brute force: bad keys tried"] += attempts
     FIGURES["brute force: 429 answers"] += statuses[429]
@@ -267,7 +267,7 @@ async def test_key_check_time_does_not_depend_on_how_much_is_right(
     swap = {c: "A" if c != "A" else "B" for c in set(key)}
     wrong_last = key[:-1] + swap[key[-1]]
     wrong_first_secret = key[:9] + swap[key[9]] + key[10:]
-    random_key = ids.new_api_key()
+    random_key = api_keys.new_api_key()
     samples: dict[str, list[float]] = {"last": [], "first": [], "random": []}
 
     async def refused(candidate: str) -> float:
@@ -281,7 +281,7 @@ async def test_key_check_time_does_not_depend_on_how_much_is_right(
     for _ in range(300):
         samples["last"].append(await refused(wrong_last))
         samples["first"].append(await refused(wrong_first_secret))
-        samples["random"].append(await refused(ids.new_api_key()))
+        samples["random"].append(await refused(api_keys.new_api_key()))
     medians = {k: statistics.median(v) for k, v in samples.items()}
     assert 0.67 < medians["last"] / medians["first"] < 1.5, medians
     assert 0.67 < medians["last"] / medians["random"] < 1.5, medians
