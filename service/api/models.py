@@ -53,8 +53,8 @@ ACCOUNT_FIELDS = tuple(Account.model_fields)
 # The hot read path writes database rows straight to JSON: the row's first columns are the
 # Account fields in order (repository.accounts.PUBLIC_COLUMNS), and its timestamps are timestamptz,
 # which asyncpg returns as UTC datetimes that these options write exactly as
-# format_timestamp does. Validating every row into the model first cost 8 us an account
-# (1.3 ms for a page of 100); the models remain the schema (OpenAPI) and the tests hold the
+# format_timestamp does. Validating every row into the model first was most of a page's cost
+# (BENCHMARKS.md); the models remain the schema (OpenAPI) and the tests hold the
 # bodies to them.
 ROW_JSON = orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
 

@@ -30,15 +30,15 @@ PLATFORMS: tuple[str, ...] = get_args(Platform)
 
 # Random bytes below 248 (4 * 62) map evenly onto the alphabet and the rest are dropped, so
 # every character is uniform. One C call instead of a secrets.choice per character: request
-# ids are made on every request, and this is 15x faster.
+# ids are made on every request.
 _EVEN = 256 - 256 % len(_ALPHABET)
 _UNIFORM = bytes(_ALPHABET.encode()[b % len(_ALPHABET)] for b in range(_EVEN)).ljust(256, b"?")
 _BIASED = bytes(range(_EVEN, 256))
 
 
 class _RandomBytes:
-    """os.urandom read 4 KB at a time: a system call per request id showed up at 7 % of the
-    API's CPU. Each byte is handed out once; a forked child starts with an empty buffer, so
+    """os.urandom read 4 KB at a time: a system call per request id showed up in the API's
+    profile (BENCHMARKS.md). Each byte is handed out once; a forked child starts with an empty buffer, so
     processes never share bytes."""
 
     def __init__(self, size: int = 4096) -> None:

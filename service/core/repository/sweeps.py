@@ -107,8 +107,8 @@ WITH o AS (
     -- coalesce: the same test for a sweep id (never 0), but one the statistics cannot
     -- judge. Right after an import they say no account is leased, so the lease test
     -- (`IS NOT DISTINCT FROM`, see LOAD_BATCH) was estimated at one row: a sequential scan,
-    -- then o re-read for every row it kept (62,500 comparisons a batch; 29 ms at 20,000
-    -- accounts, PostgreSQL at 100 % CPU through the whole first sweep). Now 6 ms.
+    -- then o re-read for every row it kept (quadratic in the batch size; PostgreSQL pegged
+    -- through the whole first sweep; the figures are in the commit that added this).
     WHERE a.id = o.id AND coalesce(a.lease_sweep_id, 0) = $1
       AND a.disconnected_at IS NULL
     RETURNING a.id, o.outcome, o.event, o.reason, o.error_code
