@@ -33,8 +33,10 @@ from service import ids
 from service.app import create_app
 from service.db import migrate
 from service.importer import import_accounts, parse_lines
-from service.repository import workspaces
+from service.internal_app import create_internal_app
+from service.repository import service_keys, workspaces
 from service.server import AppRunner
+from service.service_auth import SCOPES
 from service.settings import Settings
 from service.tokenkeys import load_vault
 from service.vault import Vault
@@ -43,6 +45,8 @@ log = logging.getLogger("octopost.dev")
 
 DEMO_WORKSPACE = "demo"
 SANDBOX_PORT_OFFSET = 10  # the sandbox listens on the API port + 10
+INTERNAL_PORT_OFFSET = 1  # the internal API listens on the API port + 1
+DEV_SERVICE_KEY_NAME = "dev"
 DEV_ENV_FILE = "dev.env"
 # What a second shell needs to reach the running stack; the pid tells a live file from a
 # stale one.
@@ -173,8 +177,9 @@ def embedded_servers(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update=update)
 
 
-async def seed_demo(settings: Settings, vault: Vault) -> str:
-    """Create the demo accounts on first run, and a fresh API key on every run."""
+async def seed_demo(settings: Settings, vault: Vault) -> tuple[str, str]:
+    """Create the demo accounts on first run, and a fresh API key and service key (every
+    scope) on every run."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         async with conn.transaction():
@@ -192,9 +197,18 @@ async def seed_demo(settings: Settings, vault: Vault) -> str:
                 ids.key_display_prefix(key),
                 ids.hash_api_key(key),
             )
+            service_key = ids.new_service_key()
+            await service_keys.insert_service_key(
+                conn,
+                ids.new_service_key_id(),
+                DEV_SERVICE_KEY_NAME,
+                ids.service_key_display_prefix(service_key),
+                ids.hash_api_key(service_key),
+                list(SCOPES),
+            )
     finally:
         await conn.close()
-    return key
+    return key, service_key
 
 
 @contextlib.asynccontextmanager
@@ -328,12 +342,17 @@ async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[
 async def serve_dev(settings: Settings, host: str, port: int) -> None:
     vault = load_vault(settings)
     await migrate(settings.database_url)
-    key = await seed_demo(settings, vault)
+    key, service_key = await seed_demo(settings, vault)
     sandbox_port = port + SANDBOX_PORT_OFFSET
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    internal_port = port + INTERNAL_PORT_OFFSET
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
-        await stack.enter_async_context(running_site(create_app(settings), host, port))
+        public = create_app(settings)
+        await stack.enter_async_context(running_site(public, host, port))
+        internal = create_internal_app(settings, shared=public)
+        # the internal API is for other services on this machine: never on a public address
+        await stack.enter_async_context(running_site(internal, "127.0.0.1", internal_port))
         await stack.enter_async_context(running_worker(settings, sandbox_url))
         env_file = stack.enter_context(
             dev_env_file(
@@ -347,6 +366,7 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
         )
         local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
         base = f"http://{'localhost' if local else host}:{port}"
+        internal_base = f"http://localhost:{internal_port}"
         schedule = (
             f"a scheduled sweep every {settings.sweep_interval_minutes} min"
             if settings.sweep_interval_minutes > 0
@@ -355,10 +375,16 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
         print(
             "\noctopost dev is running.\n"
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
+            f"  internal API {internal_base}/internal/v1   "
+            f"(OpenAPI: {internal_base}/internal/v1/openapi.json)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
             f"  worker       token health ({schedule}) and revocations\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
+            f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
+            f"API (shown once):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
+            f"        curl {internal_base}/internal/v1/service-key "
+            f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",

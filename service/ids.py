@@ -13,6 +13,11 @@ _ALPHABET = string.ascii_letters + string.digits
 KEY_PREFIX = "oct_live_"
 KEY_DISPLAY_CHARS = len(KEY_PREFIX) + 6
 _KEY_RE = re.compile(r"oct_live_[A-Za-z0-9]{16,128}")
+# Service keys (the internal listener's) look different on purpose: neither kind of key
+# parses as the other, so a key presented to the wrong listener is refused before any lookup.
+SERVICE_KEY_PREFIX = "oct_svc_"
+SERVICE_KEY_DISPLAY_CHARS = len(SERVICE_KEY_PREFIX) + 6
+_SERVICE_KEY_RE = re.compile(r"oct_svc_[A-Za-z0-9]{16,128}")
 # Ids we ever hand out are short and plain; anything else cannot exist, so it is a 404
 # without touching the database.
 ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")
@@ -82,6 +87,22 @@ def new_api_key() -> str:
 
 def new_key_id() -> str:
     return "key_" + random_string(12)
+
+
+def new_service_key() -> str:
+    return SERVICE_KEY_PREFIX + random_string(32)
+
+
+def new_service_key_id() -> str:
+    return "svk_" + random_string(12)
+
+
+def is_well_formed_service_key(key: str) -> bool:
+    return _SERVICE_KEY_RE.fullmatch(key) is not None
+
+
+def service_key_display_prefix(key: str) -> str:
+    return key[:SERVICE_KEY_DISPLAY_CHARS]
 
 
 def new_revocation_id() -> str:

@@ -25,12 +25,14 @@ from service import ids
 from service.app import create_app, redis_client
 from service.db import create_pool, migrate
 from service.importer import import_accounts, parse_lines
-from service.repository import workspaces
+from service.internal_app import create_internal_app
+from service.repository import service_keys, workspaces
 from service.server import AppRunner
 from service.settings import Settings
 from service.vault import Vault, new_key
 
 TABLES = (
+    "service_keys",
     "sweeps",
     "account_events",
     "revocations",
@@ -172,6 +174,38 @@ async def api(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncI
     async with aiohttp.ClientSession() as session:
         yield Api(URL(f"http://127.0.0.1:{port}"), session)
     await runner.cleanup()
+
+
+@pytest.fixture
+async def internal(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncIterator[Api]:
+    """The internal API (service keys, /internal/v1) on a real port of its own."""
+    app = create_internal_app(settings, pool=pool, redis=redis)
+    runner = AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with aiohttp.ClientSession() as session:
+        yield Api(URL(f"http://127.0.0.1:{port}"), session)
+    await runner.cleanup()
+
+
+@pytest.fixture
+def make_service_key(pool: asyncpg.Pool) -> Callable[..., Any]:
+    """A new service key (returned in full) with a name and scopes."""
+
+    async def make(name: str = "publisher", scopes: tuple[str, ...] = ("credentials",)) -> str:
+        key = ids.new_service_key()
+        await service_keys.insert_service_key(
+            pool,
+            ids.new_service_key_id(),
+            name,
+            ids.service_key_display_prefix(key),
+            ids.hash_api_key(key),
+            list(scopes),
+        )
+        return key
+
+    return make
 
 
 @pytest.fixture
