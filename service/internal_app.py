@@ -21,6 +21,8 @@ from arq.connections import ArqRedis
 
 from service import internal_views, keys
 from service.app import redis_client, request_id_middleware
+from service.connect_views import add_internal_routes as add_connect_routes
+from service.connect_views import connect_context
 from service.db import create_pool
 from service.errors import error_middleware
 from service.internal_openapi import OPENAPI_PATH, build_internal_openapi
@@ -28,6 +30,7 @@ from service.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.service_auth import SERVICE_PRINCIPAL, ServiceAuthenticator, requires_scope
 from service.settings import Settings
 from service.views import healthz, readyz
+from worker.platforms.config import PlatformSettings
 
 PREFIX = "/internal/v1/"
 
@@ -36,6 +39,7 @@ def add_routes(app: web.Application) -> None:
     """Every internal route, with the scope a service key needs for it."""
     r = app.router
     r.add_get("/internal/v1/service-key", internal_views.whoami, allow_head=False)
+    add_connect_routes(app)
 
 
 @web.middleware
@@ -61,6 +65,7 @@ def create_internal_app(
     pool: asyncpg.Pool | None = None,
     redis: ArqRedis | None = None,
     shared: web.Application | None = None,
+    platform_settings: PlatformSettings | None = None,
 ) -> web.Application:
     """Build the internal app. It uses the pool and Redis handed in, else those of `shared`
     (the public app of the same process, set up first), else its own."""
@@ -99,7 +104,9 @@ def create_internal_app(
         if given is None:
             await app[keys.REDIS].aclose()
 
-    app.cleanup_ctx.extend([database, queue])
+    app.cleanup_ctx.extend(
+        [database, queue, connect_context(settings, platform_settings, shared=shared)]
+    )
 
     openapi = orjson.dumps(build_internal_openapi())
 

@@ -13,6 +13,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.auth import Authenticator
+    from service.connect import ConnectService
     from service.metrics import ApiMetrics
     from service.service_auth import ServiceAuthenticator
 
@@ -23,4 +24,5 @@ AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
 SERVICE_AUTHENTICATOR: web.AppKey[ServiceAuthenticator] = web.AppKey("service_authenticator")
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+CONNECT: web.AppKey[ConnectService] = web.AppKey("connect")
 REQUEST_ID = web.RequestKey("request_id", str)

@@ -32,6 +32,8 @@ from service.settings import Settings
 from service.vault import Vault, new_key
 
 TABLES = (
+    "connect_sessions",
+    "mastodon_apps",
     "service_keys",
     "sweeps",
     "account_events",
