@@ -111,6 +111,7 @@ async def test_reconnect_keeps_the_id_and_clears_a_revoked_state(
     status, health = await stack.account(first, "/health")
     assert (health["is_active"], health["status"], health["reason"]) == (True, "unchecked", None)
     status, account = await stack.account(first)
+    assert status == 200, account
     assert expected(platform, who).items() <= account.items()
     kinds = [
         r["kind"]
@@ -153,6 +154,7 @@ async def test_declining_at_the_consent_screen_is_access_denied(
 ) -> None:
     await login(stack, platform, decision="deny")
     status, created = await stack.create(platform)
+    assert status == 201, created
     landed = await stack.browse(created["authorize_url"])
     assert landed == {
         "connect_session": created["id"],
@@ -167,6 +169,7 @@ async def test_a_replayed_callback_and_a_forged_state_are_refused(
 ) -> None:
     await login(stack, platform)
     status, created = await stack.create(platform)
+    assert status == 201, created
     callback = await stack.callback_url(created["authorize_url"])
     assert callback.startswith(f"{stack.public}/oauth/callback/{platform}?")
     async with stack.http.get(callback, allow_redirects=False) as r:
@@ -193,6 +196,7 @@ async def test_an_expired_session_fails_with_expired(
 ) -> None:
     await login(stack, platform)
     status, created = await stack.create(platform)
+    assert status == 201, created
     await pool.execute(
         "UPDATE connect_sessions SET expires_at = now() - interval '1 second' WHERE id = $1",
         created["id"],
@@ -226,6 +230,7 @@ async def test_no_token_code_or_state_reaches_a_log_line(
     caplog.set_level(logging.DEBUG)
     await login(stack, platform)
     status, created = await stack.create(platform)
+    assert status == 201, created
     callback = await stack.callback_url(created["authorize_url"])
     async with stack.http.get(callback, allow_redirects=False) as r:
         assert r.status == 302
