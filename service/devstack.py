@@ -52,19 +52,6 @@ DEV_ENV_FILE = "dev.env"
 # stale one.
 DEV_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OCTOPOST_SANDBOX_URL")
 DEV_PID_KEY = "OCTOPOST_DEV_PID"
-# App credentials for the platforms that want them; the sandbox accepts any.
-SANDBOX_CREDENTIALS = {
-    "twitter_client_id": "sandbox-client",
-    "twitter_client_secret": "sandbox-secret",
-    "linkedin_client_id": "sandbox-client",
-    "linkedin_client_secret": "sandbox-secret",
-    "facebook_app_id": "sandbox-app",
-    "facebook_app_secret": "sandbox-secret",
-    "tiktok_client_key": "sandbox-client",
-    "tiktok_client_secret": "sandbox-secret",
-    "youtube_client_id": "sandbox-client",
-    "youtube_client_secret": "sandbox-secret",
-}
 WORKER_STOP_WAIT = 5.0  # seconds running jobs get to finish on Ctrl-C
 
 # The seed's three Account objects, as the API reference shows them.
@@ -290,13 +277,23 @@ def dev_env_file(data_dir: Path, values: dict[str, str]) -> Iterator[Path]:
                 path.unlink()
 
 
-def sandbox_app() -> web.Application:
+def dev_platform_settings(sandbox_url: str) -> Any:
+    """What the API (connect) and the worker use: the sandbox for every platform, with the
+    app credentials it expects, and private hosts allowed (it listens on 127.0.0.1)."""
+    from worker.platforms.config import PlatformSettings
+
+    return PlatformSettings(
+        sandbox_url=sandbox_url, request_timeout_seconds=5, allow_private_hosts=True
+    )
+
+
+def sandbox_app(platform_settings: Any = None) -> web.Application:
     """The platform sandbox, agreeing with the demo data: the tokens of the demo accounts
     that are inactive are revoked at the "platform", so a sweep keeps them inactive."""
     from worker.sandbox.app import SANDBOX_STATE, create_sandbox_app
     from worker.sandbox.state import TokenState
 
-    app = create_sandbox_app()
+    app = create_sandbox_app(platform_settings=platform_settings)
     tokens = app[SANDBOX_STATE].tokens
     for account in DEMO_ACCOUNTS:
         if not account["is_active"]:
@@ -308,15 +305,10 @@ def sandbox_app() -> web.Application:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
     """The arq worker in this event loop, checking tokens against the sandbox."""
-    from worker.platforms.config import PlatformSettings
     from worker.runtime import CTX_KEY
     from worker.settings import make_worker
 
-    platforms = PlatformSettings(
-        sandbox_url=sandbox_url,
-        request_timeout_seconds=5,
-        **SANDBOX_CREDENTIALS,  # type: ignore[arg-type]
-    )
+    platforms = dev_platform_settings(sandbox_url)
     worker = make_worker(settings, platform_settings=platforms, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
@@ -346,11 +338,22 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
     sandbox_port = port + SANDBOX_PORT_OFFSET
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     internal_port = port + INTERNAL_PORT_OFFSET
+    platforms = dev_platform_settings(sandbox_url)
+    local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
+    base = f"http://{'localhost' if local else host}:{port}"
+    # connect: the callback is on this API, and a browser may be sent back to it
+    origins = [o for o in settings.connect_redirect_origins.split(",") if o.strip()]
+    origins += [base, f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    settings = settings.model_copy(
+        update={"public_base_url": base, "connect_redirect_origins": ",".join(origins)}
+    )
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
-        public = create_app(settings)
+        await stack.enter_async_context(
+            running_site(sandbox_app(platforms), "127.0.0.1", sandbox_port)
+        )
+        public = create_app(settings, platform_settings=platforms)
         await stack.enter_async_context(running_site(public, host, port))
-        internal = create_internal_app(settings, shared=public)
+        internal = create_internal_app(settings, shared=public, platform_settings=platforms)
         # the internal API is for other services on this machine: never on a public address
         await stack.enter_async_context(running_site(internal, "127.0.0.1", internal_port))
         await stack.enter_async_context(running_worker(settings, sandbox_url))
@@ -364,8 +367,6 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
                 },
             )
         )
-        local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
-        base = f"http://{'localhost' if local else host}:{port}"
         internal_base = f"http://localhost:{internal_port}"
         schedule = (
             f"a scheduled sweep every {settings.sweep_interval_minutes} min"
@@ -386,6 +387,8 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             f"        curl {internal_base}/internal/v1/service-key "
             f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            "  connect:   README.md, 'Connecting accounts' (sandbox consent screens at "
+            f"{sandbox_url}/sandbox/login)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
             flush=True,

@@ -40,6 +40,7 @@ async def test_two_mastodon_connects_on_one_instance_register_one_app(
     ]
     assert len(registrations) == 2
     status, account = await stack.account(second["account_id"])
+    assert status == 200, account
     assert account["username"] == "mastodon_user2@mastodon.example"
 
 
