@@ -49,7 +49,6 @@ import psutil
 from yarl import URL
 
 from devkit.embedded import free_port
-from devkit.sandbox.credentials import sandbox_environment
 from service.api.app import redis_client
 from service.core import api_keys, ids
 from service.core.db import migrate
@@ -421,7 +420,6 @@ async def _run(
             "OCTOPOST_SANDBOX_URL": f"http://{HOST}:{sandbox_port}",
             "OCTOPOST_SWEEP_INTERVAL_MINUTES": "0",
             "OCTOPOST_CHECK_INTERVAL_SECONDS": str(o.check_interval),
-            **sandbox_environment(),
         }
     )
     base = f"http://{HOST}:{api_port}"

@@ -64,7 +64,6 @@ from bench.common import (
 from bench.loadgen import LoadResult
 from bench.worker import COUNT_FILE
 from devkit.embedded import free_port
-from devkit.sandbox.credentials import sandbox_environment
 from service.core.jobs import enqueue_sweep
 
 WORKSPACE = "sweep"
@@ -289,7 +288,6 @@ async def prepare(o: SweepOptions, db: BenchDatabase, sandbox_port: int) -> Stac
     finally:
         await conn.close()
     env = {
-        **sandbox_environment(),
         "DATABASE_URL": db.url,
         "REDIS_URL": o.redis_url,
         "OCTOPOST_ENV": "test",

@@ -30,12 +30,14 @@ from aiohttp import web
 from arq.worker import Worker
 
 from service.api.app import create_app
+from service.api.internal_app import create_internal_app
 from service.api.server import AppRunner
+from service.api.service_auth import SCOPES
 from service.core import api_keys
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.keyring import load_vault
-from service.core.repository import workspaces
+from service.core.repository import service_keys, workspaces
 from service.core.settings import Settings
 from service.core.vault import Vault
 
@@ -43,6 +45,8 @@ log = logging.getLogger("octopost.dev")
 
 DEMO_WORKSPACE = "demo"
 SANDBOX_PORT_OFFSET = 10  # the sandbox listens on the API port + 10
+INTERNAL_PORT_OFFSET = 1  # the internal API listens on the API port + 1
+DEV_SERVICE_KEY_NAME = "dev"
 DEV_ENV_FILE = "dev.env"
 # What a second shell needs to reach the running stack; the pid tells a live file from a
 # stale one.
@@ -160,8 +164,9 @@ def embedded_servers(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update=update)
 
 
-async def seed_demo(settings: Settings, vault: Vault) -> str:
-    """Create the demo accounts on first run, and a fresh API key on every run."""
+async def seed_demo(settings: Settings, vault: Vault) -> tuple[str, str]:
+    """Create the demo accounts on first run, and a fresh API key and service key (every
+    scope) on every run."""
     conn = await asyncpg.connect(settings.database_url)
     try:
         async with conn.transaction():
@@ -179,9 +184,18 @@ async def seed_demo(settings: Settings, vault: Vault) -> str:
                 api_keys.key_display_prefix(key),
                 api_keys.hash_api_key(key),
             )
+            service_key = api_keys.new_service_key()
+            await service_keys.insert_service_key(
+                conn,
+                api_keys.new_service_key_id(),
+                DEV_SERVICE_KEY_NAME,
+                api_keys.service_key_display_prefix(service_key),
+                api_keys.hash_api_key(service_key),
+                list(SCOPES),
+            )
     finally:
         await conn.close()
-    return key
+    return key, service_key
 
 
 @contextlib.asynccontextmanager
@@ -263,13 +277,23 @@ def dev_env_file(data_dir: Path, values: dict[str, str]) -> Iterator[Path]:
                 path.unlink()
 
 
-def sandbox_app() -> web.Application:
+def dev_platform_settings(sandbox_url: str) -> Any:
+    """What the API (connect) and the worker use: the sandbox for every platform, with the
+    app credentials it expects, and private hosts allowed (it listens on 127.0.0.1)."""
+    from service.platforms.config import PlatformSettings
+
+    return PlatformSettings(
+        sandbox_url=sandbox_url, request_timeout_seconds=5, allow_private_hosts=True
+    )
+
+
+def sandbox_app(platform_settings: Any = None) -> web.Application:
     """The platform sandbox, agreeing with the demo data: the tokens of the demo accounts
     that are inactive are revoked at the "platform", so a sweep keeps them inactive."""
     from devkit.sandbox.app import SANDBOX_STATE, create_sandbox_app
     from devkit.sandbox.state import TokenState
 
-    app = create_sandbox_app()
+    app = create_sandbox_app(platform_settings=platform_settings)
     tokens = app[SANDBOX_STATE].tokens
     for account in DEMO_ACCOUNTS:
         if not account["is_active"]:
@@ -281,16 +305,10 @@ def sandbox_app() -> web.Application:
 @contextlib.asynccontextmanager
 async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
     """The arq worker in this event loop, checking tokens against the sandbox."""
-    from devkit.sandbox.credentials import SANDBOX_CREDENTIALS
-    from service.platforms.config import PlatformSettings
     from worker.assembly import make_worker
     from worker.runtime import CTX_KEY
 
-    platforms = PlatformSettings(
-        sandbox_url=sandbox_url,
-        request_timeout_seconds=5,
-        **SANDBOX_CREDENTIALS,  # type: ignore[arg-type]
-    )
+    platforms = dev_platform_settings(sandbox_url)
     worker = make_worker(settings, platform_settings=platforms, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
@@ -316,12 +334,28 @@ async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[
 async def serve_dev(settings: Settings, host: str, port: int) -> None:
     vault = load_vault(settings)
     await migrate(settings.database_url)
-    key = await seed_demo(settings, vault)
+    key, service_key = await seed_demo(settings, vault)
     sandbox_port = port + SANDBOX_PORT_OFFSET
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    internal_port = port + INTERNAL_PORT_OFFSET
+    platforms = dev_platform_settings(sandbox_url)
+    local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
+    base = f"http://{'localhost' if local else host}:{port}"
+    # connect: the callback is on this API, and a browser may be sent back to it
+    origins = [o for o in settings.connect_redirect_origins.split(",") if o.strip()]
+    origins += [base, f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    settings = settings.model_copy(
+        update={"public_base_url": base, "connect_redirect_origins": ",".join(origins)}
+    )
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
-        await stack.enter_async_context(running_site(create_app(settings), host, port))
+        await stack.enter_async_context(
+            running_site(sandbox_app(platforms), "127.0.0.1", sandbox_port)
+        )
+        public = create_app(settings, platform_settings=platforms)
+        await stack.enter_async_context(running_site(public, host, port))
+        internal = create_internal_app(settings, shared=public, platform_settings=platforms)
+        # the internal API is for other services on this machine: never on a public address
+        await stack.enter_async_context(running_site(internal, "127.0.0.1", internal_port))
         await stack.enter_async_context(running_worker(settings, sandbox_url))
         env_file = stack.enter_context(
             dev_env_file(
@@ -333,8 +367,7 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
                 },
             )
         )
-        local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
-        base = f"http://{'localhost' if local else host}:{port}"
+        internal_base = f"http://localhost:{internal_port}"
         schedule = (
             f"a scheduled sweep every {settings.sweep_interval_minutes} min"
             if settings.sweep_interval_minutes > 0
@@ -343,11 +376,19 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
         print(
             "\noctopost dev is running.\n"
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
+            f"  internal API {internal_base}/internal/v1   "
+            f"(OpenAPI: {internal_base}/internal/v1/openapi.json)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
             f"  worker       token health ({schedule}) and revocations\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
+            f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
+            f"API (shown once):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
+            f"        curl {internal_base}/internal/v1/service-key "
+            f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            "  connect:   README.md, 'Connecting accounts' (sandbox consent screens at "
+            f"{sandbox_url}/sandbox/login)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
             flush=True,

@@ -49,11 +49,117 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
     from service.api.app import create_app
-    from service.api.server import serve_processes
+    from service.api.server import SecondListener, serve_processes
 
-    if settings.is_production:
-        load_vault(settings)  # refuse to start without configured keys
-    serve_processes(lambda: create_app(settings), args.host, args.port, args.processes)
+    if settings.is_production or args.internal_port:
+        # refuse to start without configured keys (the internal API opens tokens)
+        load_vault(settings)
+    second = None
+    if args.internal_port:
+        from service.api.internal_app import create_internal_app
+
+        if (args.internal_host, args.internal_port) == (args.host, args.port):
+            print("octopost: --internal-port must differ from --port", file=sys.stderr)
+            return 2
+        second = SecondListener(
+            args.internal_host,
+            args.internal_port,
+            lambda public: create_internal_app(settings, shared=public),
+        )
+    serve_processes(
+        lambda: create_app(settings), args.host, args.port, args.processes, second=second
+    )
+    return 0
+
+
+def _scopes(text: str) -> list[str] | None:
+    from service.api.service_auth import SCOPES
+
+    scopes = list(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
+    if not scopes or any(s not in SCOPES for s in scopes):
+        return None
+    return scopes
+
+
+async def cmd_service_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from service.api.service_auth import SCOPES
+    from service.core.repository import service_keys
+
+    name = args.name.strip()
+    if not name or len(name) > 100 or not name.isprintable():
+        print("octopost: --name must be 1 to 100 printable characters", file=sys.stderr)
+        return 2
+    scopes = _scopes(args.scope)
+    if scopes is None:
+        print(
+            f"octopost: --scope takes a comma-separated list of: {', '.join(SCOPES)}",
+            file=sys.stderr,
+        )
+        return 2
+    key = api_keys.new_service_key()
+    key_id = api_keys.new_service_key_id()
+    conn = await _connect(settings)
+    try:
+        await service_keys.insert_service_key(
+            conn,
+            key_id,
+            name,
+            api_keys.service_key_display_prefix(key),
+            api_keys.hash_api_key(key),
+            scopes,
+        )
+    finally:
+        await conn.close()
+    print(
+        f"created service key {key_id} {name!r} with scopes {','.join(scopes)}; "
+        "it is shown only once:"
+    )
+    print(key)
+    return 0
+
+
+async def cmd_service_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from service.core.repository import service_keys
+
+    conn = await _connect(settings)
+    try:
+        rows = await service_keys.revoke_service_key(
+            conn, args.key, api_keys.hash_api_key(args.key.strip())
+        )
+    finally:
+        await conn.close()
+    if not rows:
+        print(f"octopost: no active service key matches {args.key!r}", file=sys.stderr)
+        return 1
+    for row in rows:
+        print(f"revoked {row['id']} {row['name']!r} ({row['prefix']}...)")
+    print(
+        f"(API processes that saw it in the last {settings.key_cache_seconds:g} s may accept it "
+        "that much longer)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def cmd_service_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from service.core.repository import service_keys
+
+    conn = await _connect(settings)
+    try:
+        rows = await service_keys.list_service_keys(conn)
+    finally:
+        await conn.close()
+    print(
+        f"{'id':<18} {'prefix':<17} {'name':<20} {'scopes':<20} {'created':<20} "
+        f"{'last used':<20} state"
+    )
+    for r in rows:
+        print(
+            f"{r['id']:<18} {r['prefix'] + '...':<17} {r['name'][:20]:<20} "
+            f"{','.join(r['scopes'])[:20]:<20} {_ts(r['created_at']):<20} "
+            f"{_ts(r['last_used_at']):<20} "
+            f"{'revoked ' + _ts(r['revoked_at']) if r['revoked_at'] else 'active'}"
+        )
     return 0
 
 
@@ -414,6 +520,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="processes sharing the port (SO_REUSEPORT); 0 = one per core",
     )
+    p.add_argument(
+        "--internal-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="also serve the internal API (/internal/v1, service keys) on this port, "
+        "in the same processes",
+    )
+    p.add_argument(
+        "--internal-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address of the internal listener (default 127.0.0.1)",
+    )
     p.set_defaults(func=cmd_api)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="action", required=True)
@@ -425,6 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_keys_revoke)
     p = keys.add_parser("list", help="list keys (never the keys themselves)")
     p.set_defaults(func=cmd_keys_list)
+
+    svc = sub.add_parser(
+        "service-keys", help="keys of other Octopost services (the internal API)"
+    ).add_subparsers(dest="action", required=True)
+    p = svc.add_parser("create", help="create a service key; prints it on the last line")
+    p.add_argument("--name", required=True, help="who holds it (audited on every use)")
+    p.add_argument(
+        "--scope", required=True, metavar="SCOPE[,SCOPE...]", help="credentials and/or connect"
+    )
+    p.set_defaults(func=cmd_service_keys_create)
+    p = svc.add_parser("list", help="list service keys (never the keys themselves)")
+    p.set_defaults(func=cmd_service_keys_list)
+    p = svc.add_parser("revoke", help="revoke a service key by id, display prefix, or the key")
+    p.add_argument("key", metavar="ID_OR_PREFIX_OR_KEY")
+    p.set_defaults(func=cmd_service_keys_revoke)
 
     acc = sub.add_parser("accounts", help="connected accounts").add_subparsers(
         dest="action", required=True

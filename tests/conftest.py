@@ -21,15 +21,19 @@ from yarl import URL
 
 from devkit.embedded import free_port
 from service.api.app import create_app, redis_client
+from service.api.internal_app import create_internal_app
 from service.api.server import AppRunner
 from service.core import api_keys
 from service.core.db import create_pool, migrate
 from service.core.importer import import_accounts, parse_lines
-from service.core.repository import workspaces
+from service.core.repository import service_keys, workspaces
 from service.core.settings import Settings
 from service.core.vault import Vault, new_key
 
 TABLES = (
+    "connect_sessions",
+    "mastodon_apps",
+    "service_keys",
     "sweeps",
     "account_events",
     "revocations",
@@ -164,6 +168,38 @@ async def api(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncI
     async with aiohttp.ClientSession() as session:
         yield Api(URL(f"http://127.0.0.1:{port}"), session)
     await runner.cleanup()
+
+
+@pytest.fixture
+async def internal(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncIterator[Api]:
+    """The internal API (service keys, /internal/v1) on a real port of its own."""
+    app = create_internal_app(settings, pool=pool, redis=redis)
+    runner = AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    async with aiohttp.ClientSession() as session:
+        yield Api(URL(f"http://127.0.0.1:{port}"), session)
+    await runner.cleanup()
+
+
+@pytest.fixture
+def make_service_key(pool: asyncpg.Pool) -> Callable[..., Any]:
+    """A new service key (returned in full) with a name and scopes."""
+
+    async def make(name: str = "publisher", scopes: tuple[str, ...] = ("credentials",)) -> str:
+        key = api_keys.new_service_key()
+        await service_keys.insert_service_key(
+            pool,
+            api_keys.new_service_key_id(),
+            name,
+            api_keys.service_key_display_prefix(key),
+            api_keys.hash_api_key(key),
+            list(scopes),
+        )
+        return key
+
+    return make
 
 
 @pytest.fixture

@@ -5,6 +5,10 @@ is the control API.
   (or a list of them) sets how a token is answered at every endpoint it is presented to.
 - ``GET /sandbox/calls?platform=&token=&limit=`` the calls received (most recent last).
 - ``DELETE /sandbox/calls`` clears the log; ``POST /sandbox/reset`` clears states and log.
+- ``POST /sandbox/login`` says who is signed in at a platform and what they answer at its
+  consent screen; the authorize paths, code exchanges and profile answers are in
+  ``consent.py``. App credentials: ``app_credentials(platform_settings)``, the same ones a
+  service pointed at this sandbox uses.
 
 The per-request path does no logging and no allocation beyond the answer, so one core
 serves thousands of requests per second; ``latency_ms`` adds a fixed delay to every answer.
@@ -20,8 +24,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from devkit.sandbox import consent
 from devkit.sandbox.answers import PLATFORMS, SCENARIOS, Ask, Platform
 from devkit.sandbox.state import SETTABLE_STATES, SandboxState, TokenState
+from service.platforms.config import PlatformSettings, app_credentials
 
 SANDBOX_STATE = web.AppKey("sandbox_state", SandboxState)
 KNOWN_STATES = SETTABLE_STATES | SCENARIOS
@@ -29,20 +35,70 @@ KNOWN_STATES = SETTABLE_STATES | SCENARIOS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_sandbox_app(latency_ms: float = 0) -> web.Application:
+def create_sandbox_app(
+    latency_ms: float = 0, platform_settings: PlatformSettings | None = None
+) -> web.Application:
     app = web.Application()
     state = SandboxState()
     app[SANDBOX_STATE] = state
     latency = latency_ms / 1000
+    apps = app_credentials(platform_settings or PlatformSettings())
+    connect = _connect_routes(state, apps)
     for platform in PLATFORMS:
         for method, path, kind, where in platform.routes:
             handler = _platform_handler(state, platform, kind, where, latency)
-            app.router.add_route(method, f"/{platform.name}{path}", handler)
+            full = f"/{platform.name}{path}"
+            if (exchange := connect.pop((method, full), None)) is not None:
+                handler = _by_grant(exchange, handler)  # one token endpoint, two grants
+            app.router.add_route(method, full, handler)
+    for (method, path), handler in connect.items():
+        app.router.add_route(method, path, handler)
+    app.router.add_post("/sandbox/login", login)
     app.router.add_post("/sandbox/tokens", set_tokens)
     app.router.add_get("/sandbox/calls", get_calls)
     app.router.add_delete("/sandbox/calls", clear_calls)
     app.router.add_post("/sandbox/reset", reset)
     return app
+
+
+def _connect_routes(
+    state: SandboxState, apps: dict[str, tuple[str, str]]
+) -> dict[tuple[str, str], Handler]:
+    routes: dict[tuple[str, str], Handler] = {}
+    for name, path in consent.AUTHORIZE_PATHS.items():
+        routes[("GET", f"/{name}{path}")] = consent.authorize_handler(state, name, apps)
+    for name, (method, path) in consent.EXCHANGE_PATHS.items():
+        routes[(method, f"/{name}{path}")] = consent.exchange_handler(state, name, apps)
+    for name in ("instagram", "threads"):
+        routes[("GET", f"/{name}/access_token")] = consent.long_lived_handler(state, name, apps)
+    routes[("GET", "/facebook/{version}/oauth/access_token")] = consent.facebook_token_handler(
+        state, apps
+    )
+    routes[("GET", "/facebook/{version}/me/accounts")] = consent.facebook_pages_handler(state)
+    routes[("POST", "/mastodon/api/v1/apps")] = consent.mastodon_apps_handler(state)
+    routes[("GET", "/linkedin/v2/userinfo")] = consent.linkedin_userinfo_handler(state)
+    for (method, path), handler in consent.bluesky_handlers(state).items():
+        routes[(method, f"/bluesky{path}")] = handler
+    return routes
+
+
+def _by_grant(exchange: Handler, other: Handler) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        form = await request.post()  # cached: the chosen handler reads it again
+        if form.get("grant_type") == "authorization_code":
+            return await exchange(request)
+        return await other(request)
+
+    return handle
+
+
+async def login(request: web.Request) -> web.Response:
+    try:
+        platform, who = consent.parse_login(orjson.loads(await request.read()))
+    except (orjson.JSONDecodeError, ValueError) as exc:
+        return _json(400, {"error": str(exc)})
+    request.app[SANDBOX_STATE].consent.logins[platform] = who
+    return _json(200, {"platform": platform, "user": who.user["id"], "decision": who.decision})
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -73,6 +129,8 @@ def _platform_handler(
             name = "valid"
         ask = Ask(kind, name, token, entry.retry_after if entry else 60.0, state, platform.rotates)
         status, body, headers = platform.answer(ask)
+        if status == 200 and kind in ("verify", "verify_me"):
+            body = consent.profile_answer(state.consent, platform.name, kind, token, body)
         if kind == "revoke" and status == 200:
             state.tokens[token] = TokenState("revoked")
         state.record(platform.name, request.method, request.path, token, status)

@@ -44,6 +44,9 @@ class Call:
 
 class SandboxState:
     def __init__(self, max_calls: int = 100_000) -> None:
+        from devkit.sandbox.consent import ConsentState
+
+        self.consent = ConsentState()  # who is signed in where, codes, who holds each token
         self.tokens: dict[str, TokenState] = {}
         self.calls: deque[Call] = deque(maxlen=max_calls)
         self.total = 0
@@ -78,3 +81,4 @@ class SandboxState:
     def reset(self) -> None:
         self.tokens.clear()
         self.calls.clear()
+        self.consent.reset()

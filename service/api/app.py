@@ -22,6 +22,7 @@ from service.api.openapi import build_openapi
 from service.core.db import create_pool
 from service.core.ids import random_string
 from service.core.settings import Settings
+from service.platforms.config import PlatformSettings
 
 BODY_READ_SECONDS = 10.0
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
@@ -85,8 +86,11 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     redis: ArqRedis | None = None,
+    platform_settings: PlatformSettings | None = None,
 ) -> web.Application:
     """Build the app. Resources handed in are used as they are and not closed here."""
+    from service.api.connect_views import add_public_routes, connect_context
+
     settings = settings or Settings()
     app = web.Application(
         middlewares=[
@@ -121,7 +125,7 @@ def create_app(
         if own:
             await app[appkeys.REDIS].aclose()
 
-    app.cleanup_ctx.extend([database, queue])
+    app.cleanup_ctx.extend([database, queue, connect_context(settings, platform_settings)])
 
     openapi = orjson.dumps(build_openapi())
 
@@ -134,6 +138,7 @@ def create_app(
     app.router.add_get("/v1/accounts/{account_id}/health", views.account_health, allow_head=False)
     app.router.add_get("/v1/accounts/{account_id}/events", views.account_events, allow_head=False)
     app.router.add_get("/v1/openapi.json", openapi_view, allow_head=False)
+    add_public_routes(app)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", metrics_view)

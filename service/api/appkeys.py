@@ -12,12 +12,16 @@ from service.core.settings import Settings
 
 if TYPE_CHECKING:
     from service.api.auth import Authenticator, Principal
+    from service.api.connect import ConnectService
     from service.api.metrics import ApiMetrics
+    from service.api.service_auth import ServiceAuthenticator
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+SERVICE_AUTHENTICATOR: web.AppKey[ServiceAuthenticator] = web.AppKey("service_authenticator")
+CONNECT: web.AppKey[ConnectService] = web.AppKey("connect")
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

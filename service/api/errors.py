@@ -80,9 +80,21 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="octopost"'})
 
 
+class Forbidden(ApiError):
+    status = 403
+    type = "forbidden"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found"
+
+
+class AccountInactive(ApiError):
+    """The account exists but its tokens are dead: the customer has to reconnect it."""
+
+    status = 409
+    type = "account_inactive"
 
 
 class RequestTimeout(ApiError):
@@ -103,6 +115,13 @@ class TooManyRequests(ApiError):
 class ServiceUnavailable(ApiError):
     status = 503
     type = "service_unavailable"
+
+
+class PlatformUnavailable(ApiError):
+    """The platform did not answer usefully just now; Retry-After says when to ask again."""
+
+    status = 503
+    type = "platform_unavailable"
 
 
 # A connection the server closed mid-statement (shutdown, crash) can be handed out once more

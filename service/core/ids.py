@@ -38,8 +38,8 @@ _BIASED = bytes(range(_EVEN, 256))
 
 class _RandomBytes:
     """os.urandom read 4 KB at a time: a system call per request id showed up in the API's
-    profile (BENCHMARKS.md). Each byte is handed out once; a forked child starts with an empty buffer, so
-    processes never share bytes."""
+    profile (BENCHMARKS.md). Each byte is handed out once; a forked child starts with an
+    empty buffer, so processes never share bytes."""
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size

@@ -23,7 +23,7 @@ from pydantic import (
 
 from service.core.ids import ID_RE, Platform, new_account_id
 from service.core.repository import imports
-from service.core.vault import Vault
+from service.core.vault import Sealed, Vault
 
 
 def _no_nul(value: str) -> str:
@@ -101,6 +101,8 @@ class ImportLine(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_scope)]
     ] = Field(default_factory=list, max_length=200)
     instance_url: BaseUrl | None = None
+    # the person who authorized, when not the account (the Facebook user behind a Page)
+    authorizing_user_id: Text | None = None
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -206,10 +208,24 @@ async def import_accounts(
     if clashes:
         number = next(p.number for p, i in zip(lines, ids, strict=True) if i in clashes)
         raise ImportRejected(number, "id is already used by another account")
+    kept = await _stored_refresh_tokens(
+        conn,
+        vault,
+        [
+            account_id
+            for p, account_id in zip(lines, ids, strict=True)
+            if p.data.refresh_token is None
+            and (p.data.platform, p.data.platform_user_id) in existing
+        ],
+    )
     rows = []
     for p, account_id in zip(lines, ids, strict=True):
         d = p.data
-        sealed = vault.seal_tokens(account_id, d.access_token, d.refresh_token)
+        refresh_token, refresh_expires_at = d.refresh_token, d.refresh_token_expires_at
+        if refresh_token is None and account_id in kept:
+            # new tokens without a refresh token never erase the stored one
+            refresh_token, refresh_expires_at = kept[account_id]
+        sealed = vault.seal_tokens(account_id, d.access_token, refresh_token)
         rows.append(
             imports.ImportRow(
                 id=account_id,
@@ -224,12 +240,25 @@ async def import_accounts(
                 last_used_at=d.last_used_at,
                 key_id=sealed.key_id,
                 sealed=sealed.blob,
-                has_refresh=d.refresh_token is not None,
+                has_refresh=refresh_token is not None,
                 access_expires_at=d.token_expires_at,
-                refresh_expires_at=d.refresh_token_expires_at,
+                refresh_expires_at=refresh_expires_at,
                 scopes=d.scopes,
                 reconnect=(d.platform, d.platform_user_id) in existing,
+                authorizing_user_id=d.authorizing_user_id,
             )
         )
     await imports.upsert_accounts(conn, workspace_id, rows)
     return ids
+
+
+async def _stored_refresh_tokens(
+    conn: asyncpg.Connection, vault: Vault, account_ids: list[str]
+) -> dict[str, tuple[str, datetime | None]]:
+    kept: dict[str, tuple[str, datetime | None]] = {}
+    for row in await imports.stored_refresh(conn, account_ids):
+        account_id = row["account_id"]
+        _, refresh = vault.open_tokens(account_id, Sealed(row["key_id"], row["sealed"]))
+        if refresh:
+            kept[account_id] = (refresh, row["refresh_expires_at"])
+    return kept

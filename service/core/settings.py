@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # Largest request body accepted, in bytes (the API takes no bodies today).
     max_body_bytes: int = 64 * 1024
     public_base_url: str = "http://localhost:8080"
+    # --- connect ---
+    # Origins (comma-separated, e.g. "https://app.octopost.example") a connect session may
+    # send the browser back to; a redirect_url under any other origin is refused.
+    connect_redirect_origins: str = ""
+    # A connect session (and its state) is good for this long.
+    connect_session_seconds: float = 600.0
     # --- token health (worker) ---
     # Scheduled sweeps start every N minutes (arq cron); 0 turns the schedule off.
     sweep_interval_minutes: int = 5

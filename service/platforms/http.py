@@ -64,6 +64,7 @@ class HTTPAdapter(PlatformAdapter):
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         data: Mapping[str, str] | None = None,
+        json: Any = None,
     ) -> Reply:
         try:
             async with self.session.request(
@@ -72,6 +73,7 @@ class HTTPAdapter(PlatformAdapter):
                 headers=headers,
                 params=params,
                 data=data,
+                json=json,
                 timeout=self.timeout,
                 allow_redirects=False,
             ) as resp:

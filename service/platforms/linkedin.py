@@ -14,15 +14,28 @@ authorisation (the trap), introspection does not.
 | | other 4xx | failed | |
 | any | 429 (no headers; daily limits reset at midnight UTC) | transient | rate_limited, retry at midnight UTC |
 | any | 5xx, timeout, refused | transient | server_error, timeout, connection_error |
+
+Connect (3-legged OAuth + OpenID Connect, no PKCE, as Nango runs it): authorize
+`https://www.linkedin.com/oauth/v2/authorization` (`openid profile email w_member_social`);
+code -> `POST /oauth/v2/accessToken` with `client_id` + `client_secret` in the form (a
+refresh token comes only for MDP partners); profile `GET https://api.linkedin.com/v2/userinfo`
+-> `sub` (stored as `urn:li:person:{sub}`, the author URN), `name`, `picture`, `email`.
+Userinfo has no handle (``vanityName`` needs the restricted `r_basicprofile`): the username
+is the e-mail, else the `sub`. A declined consent comes back as `user_cancelled_login` /
+`user_cancelled_authorize`.
 """  # noqa: E501
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
 
 from service.platforms.base import AccountRef, CheckResult, RevokeResult, TokenSet
 from service.platforms.http import (
     HTTPAdapter,
     Reply,
     as_revoke,
+    bearer,
     dead,
     dig,
     expires_in,
@@ -32,14 +45,71 @@ from service.platforms.http import (
     unknown,
     valid,
 )
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    Endpoint,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    text,
+    token_set,
+    with_query,
+)
 
 BASE_URL = "https://www.linkedin.com"
 
 
-class LinkedInAdapter(HTTPAdapter):
+SCOPES = ("openid", "profile", "email", "w_member_social")
+_DECLINED = {"access_denied", "user_cancelled_login", "user_cancelled_authorize"}
+
+
+class LinkedInAdapter(HTTPAdapter, OAuthConnect):
     name = "linkedin"
     supports_refresh = True
     supports_revoke = True
+    connect_endpoints: ClassVar[dict[str, Endpoint]] = {
+        "authorize": ("https://www.linkedin.com", "/oauth/v2/authorization"),
+        "userinfo": ("https://api.linkedin.com", "/v2/userinfo"),
+    }
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            self.endpoint("authorize"),
+            {
+                "response_type": "code",
+                "client_id": self.credentials.get("client_id", ""),
+                "redirect_uri": request.redirect_uri,
+                "state": request.state,
+                "scope": " ".join(SCOPES),
+            },
+        )
+
+    def denied(self, query: Mapping[str, str]) -> bool:
+        return query.get("error") in _DECLINED
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        form = self._form() | {
+            "grant_type": "authorization_code",
+            "code": request.code,
+            "redirect_uri": request.redirect_uri,
+        }
+        reply = await self.call("POST", f"{self.base_url}/oauth/v2/accessToken", data=form)
+        tokens = token_set(require_ok(reply, "token"), "token")
+        reply = await self.call(
+            "GET", self.endpoint("userinfo"), headers=bearer(tokens.access_token)
+        )
+        body = require_ok(reply, "userinfo")
+        sub = required_text(body, "userinfo", "sub")
+        profile = Profile(
+            platform_user_id=f"urn:li:person:{sub}",
+            username=text(body, "email") or sub,
+            display_name=text(body, "name") or sub,
+            avatar_url=text(body, "picture"),
+        )
+        return [Connected(profile, tokens)]
 
     async def verify(self, account: AccountRef, tokens: TokenSet) -> CheckResult:
         reply = await self.call(

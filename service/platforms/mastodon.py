@@ -10,6 +10,14 @@
 | revoke `POST /oauth/revoke` (client_id, client_secret, token) | 200 `{}` (idempotent) | revoked | |
 | | 403 `unauthorized_client` | failed | |
 | any | 429 (`X-RateLimit-Reset` ISO 8601 or epoch), 5xx, timeout, refused | transient | rate_limited, ... |
+
+Connect (per-instance dynamic registration): the instance host is checked first
+(``hosts.check_public_host``); `POST /api/v1/apps` registers the app once per instance (the
+caller stores and reuses it); authorize `https://{instance}/oauth/authorize` with PKCE S256
+(the only method, Mastodon >= 4.3; older instances ignore it); code -> `POST /oauth/token`
+with `client_id` + `client_secret` in the form (no refresh token, no expiry); profile
+`GET /api/v1/accounts/verify_credentials`. The account is (instance, account id); its
+username is `username@instance`, the form `octopost accounts import` derives instances from.
 """  # noqa: E501
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from service.platforms.base import (
     TokenOutcome,
     TokenSet,
 )
+from service.platforms.hosts import check_public_host
 from service.platforms.http import (
     HTTPAdapter,
     Reply,
@@ -38,14 +47,29 @@ from service.platforms.http import (
     unknown,
     valid,
 )
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    text,
+    token_set,
+    with_query,
+)
 
 _ACCOUNT_DISABLED = ("login is currently disabled", "confirmed e-mail", "pending approval")
 _OUT_OF_SCOPE = "outside the authorized scopes"
+SCOPES = "read:accounts write:statuses write:media"
+CLIENT_NAME = "Octopost"
 
 
-class MastodonAdapter(HTTPAdapter):
+class MastodonAdapter(HTTPAdapter, OAuthConnect):
     name = "mastodon"
     supports_revoke = True
+    uses_pkce = True
 
     def __init__(
         self,
@@ -56,10 +80,77 @@ class MastodonAdapter(HTTPAdapter):
         timeout: float = 10.0,
         pin_base_url: bool = False,
         apps: Mapping[str, tuple[str, str]] | None = None,
+        allow_private_hosts: bool = False,
     ) -> None:
         super().__init__(session, base_url, credentials, timeout=timeout)
         self.pin_base_url = pin_base_url  # the sandbox stands in for every instance
         self.apps = dict(apps or {})  # instance host -> (client_id, client_secret)
+        self.allow_private_hosts = allow_private_hosts
+        self.endpoints = {}
+
+    async def checked_host(self, instance: str) -> str:
+        """The instance's host name, or ``HostRefused`` (private, IP literal, malformed)."""
+        return await check_public_host(instance, allow_private=self.allow_private_hosts)
+
+    def instance_base(self, host: str) -> str:
+        return self.base_url if self.pin_base_url else f"https://{host}"
+
+    async def register_app(self, host: str, redirect_uri: str) -> tuple[str, str]:
+        """``(client_id, client_secret)`` of a new app on the instance."""
+        reply = await self.call(
+            "POST",
+            f"{self.instance_base(host)}/api/v1/apps",
+            data={"client_name": CLIENT_NAME, "redirect_uris": redirect_uri, "scopes": SCOPES},
+        )
+        body = require_ok(reply, "register_app")
+        return (
+            required_text(body, "register_app", "client_id"),
+            required_text(body, "register_app", "client_secret"),
+        )
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            f"{self.instance_base(request.instance or '')}/oauth/authorize",
+            {
+                "response_type": "code",
+                "client_id": request.client_id or "",
+                "redirect_uri": request.redirect_uri,
+                "scope": SCOPES,
+                "state": request.state,
+                "code_challenge": request.code_challenge,
+                "code_challenge_method": "S256",
+            },
+        )
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        host = request.instance or ""
+        base = self.instance_base(host)
+        form = {
+            "grant_type": "authorization_code",
+            "code": request.code,
+            "client_id": request.client_id or "",
+            "client_secret": request.client_secret or "",
+            "redirect_uri": request.redirect_uri,
+            "code_verifier": request.code_verifier or "",
+            "scope": SCOPES,
+        }
+        reply = await self.call("POST", f"{base}/oauth/token", data=form)
+        tokens = token_set(require_ok(reply, "token"), "token")
+        reply = await self.call(
+            "GET",
+            f"{base}/api/v1/accounts/verify_credentials",
+            headers=bearer(tokens.access_token),
+        )
+        body = require_ok(reply, "profile")
+        username = required_text(body, "profile", "username")
+        profile = Profile(
+            platform_user_id=required_text(body, "profile", "id"),
+            username=f"{username}@{host}",
+            display_name=text(body, "display_name") or username,
+            avatar_url=text(body, "avatar"),
+            instance_url=f"https://{host}",
+        )
+        return [Connected(profile, tokens)]
 
     def instance(self, account: AccountRef) -> str:
         if self.pin_base_url or not account.instance_url:

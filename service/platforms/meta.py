@@ -21,7 +21,8 @@ The Graph error code is reported as ``code`` or ``code/subcode``.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from dataclasses import replace
+from typing import Any, ClassVar
 
 from service.platforms.base import AccountRef, CheckResult, TokenSet
 from service.platforms.http import (
@@ -34,6 +35,17 @@ from service.platforms.http import (
     transient,
     unknown,
     valid,
+)
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    token_set,
+    with_query,
 )
 
 THROTTLE_CODES = {4: True, 341: True, 17: False, 32: False, 613: False, 368: False}  # -> app-wide
@@ -81,10 +93,15 @@ def _int(value: object) -> int:
     return int(value) if isinstance(value, str) and value.isdigit() else 0
 
 
-class GraphMeAdapter(HTTPAdapter):
+class GraphMeAdapter(HTTPAdapter, OAuthConnect):
     """Verify with ``GET /{version}/me``; refresh the long-lived token itself with
     ``GET /refresh_access_token`` (it must be >= 24 h old and unexpired). There is no
-    separate refresh token: ``refresh`` sends the access token."""
+    separate refresh token: ``refresh`` sends the access token.
+
+    Connect (Instagram Login, Threads): authorize (no PKCE) -> ``POST`` the code with
+    ``client_id`` + ``client_secret`` in the form (endpoint ``code``) for a short-lived
+    token -> ``GET /access_token?grant_type={exchange_grant}`` for the 60-day one -> the
+    profile from ``/{version}/me``."""
 
     supports_refresh = True
     refresh_needs_refresh_token = False
@@ -92,6 +109,59 @@ class GraphMeAdapter(HTTPAdapter):
     version: ClassVar[str]
     me_fields: ClassVar[str]
     refresh_grant: ClassVar[str]
+    exchange_grant: ClassVar[str]
+    scopes: ClassVar[tuple[str, ...]]
+    profile_fields: ClassVar[str]
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            self.endpoint("authorize"),
+            {
+                "client_id": self.credentials.get("client_id", ""),
+                "redirect_uri": request.redirect_uri,
+                "response_type": "code",
+                "scope": ",".join(self.scopes),
+                "state": request.state,
+            },
+        )
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        form = {
+            "client_id": self.credentials.get("client_id", ""),
+            "client_secret": self.credentials.get("client_secret", ""),
+            "grant_type": "authorization_code",
+            "redirect_uri": request.redirect_uri,
+            "code": request.code,
+        }
+        reply = await self.call("POST", self.endpoint("code"), data=form)
+        body = require_ok(reply, "code")
+        # Instagram's answer has been documented flat and wrapped in "data": [...]
+        if isinstance(data := dig(body, "data"), list) and data:
+            body = data[0]
+        short = required_text(body, "code", "access_token")
+        reply = await self.call(
+            "GET",
+            f"{self.base_url}/access_token",
+            params={
+                "grant_type": self.exchange_grant,
+                "client_secret": self.credentials.get("client_secret", ""),
+                "access_token": short,
+            },
+        )
+        tokens = token_set(require_ok(reply, "long_lived"), "long_lived")
+        granted = dig(body, "permissions")
+        if isinstance(granted, str | list) and not tokens.scopes:
+            items = granted.split(",") if isinstance(granted, str) else granted
+            tokens = replace(tokens, scopes=tuple(s for s in items if isinstance(s, str)))
+        reply = await self.call(
+            "GET",
+            f"{self.base_url}/{self.version}/me",
+            params={"fields": self.profile_fields, "access_token": tokens.access_token},
+        )
+        return [Connected(self.profile(require_ok(reply, "profile")), tokens)]
+
+    def profile(self, body: Any) -> Profile:
+        raise NotImplementedError
 
     async def verify(self, account: AccountRef, tokens: TokenSet) -> CheckResult:
         reply = await self.call(

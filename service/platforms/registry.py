@@ -17,6 +17,7 @@ from service.platforms import (
 )
 from service.platforms.base import PlatformAdapter
 from service.platforms.config import PlatformSettings
+from service.platforms.oauth import OAuthConnect
 
 
 def build_adapters(
@@ -50,6 +51,10 @@ def build_adapters(
             url("bluesky", settings.bluesky_base_url, bluesky.BASE_URL),
             timeout=timeout,
             pin_base_url=sandbox is not None,
+            plc_url=f"{sandbox}/bluesky/plc"
+            if sandbox
+            else (settings.bluesky_plc_url or bluesky.PLC_DIRECTORY),
+            allow_private_hosts=settings.allow_private_hosts,
         ),
         mastodon.MastodonAdapter(
             session,
@@ -57,6 +62,7 @@ def build_adapters(
             timeout=timeout,
             pin_base_url=sandbox is not None,
             apps=mastodon_apps,
+            allow_private_hosts=settings.allow_private_hosts,
         ),
         linkedin.LinkedInAdapter(
             session,
@@ -68,11 +74,21 @@ def build_adapters(
             timeout=timeout,
         ),
         threads.ThreadsAdapter(
-            session, url("threads", settings.threads_base_url, threads.BASE_URL), timeout=timeout
+            session,
+            url("threads", settings.threads_base_url, threads.BASE_URL),
+            {
+                "client_id": settings.threads_client_id,
+                "client_secret": settings.threads_client_secret.get_secret_value(),
+            },
+            timeout=timeout,
         ),
         instagram.InstagramAdapter(
             session,
             url("instagram", settings.instagram_base_url, instagram.BASE_URL),
+            {
+                "client_id": settings.instagram_client_id,
+                "client_secret": settings.instagram_client_secret.get_secret_value(),
+            },
             timeout=timeout,
         ),
         facebook.FacebookAdapter(
@@ -104,4 +120,11 @@ def build_adapters(
             api_base_url=youtube_api,
         ),
     ]
+    for adapter in adapters:
+        if isinstance(adapter, OAuthConnect):
+            # the authorize page, and any host other than the adapter's base URL
+            adapter.endpoints = {
+                name: f"{sandbox}/{adapter.name}{path}" if sandbox else f"{base}{path}"
+                for name, (base, path) in adapter.connect_endpoints.items()
+            }
     return {adapter.name: adapter for adapter in adapters}

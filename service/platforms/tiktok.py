@@ -17,9 +17,18 @@ vs 24 h/365 d). The refresh token rotates.
 | revoke `POST /v2/oauth/revoke/` | 200 `{}` | revoked | |
 | | `access_token_invalid` | already_invalid | |
 | any | 429, 5xx, timeout, refused | transient | |
+
+Connect (Login Kit for Web): authorize `https://www.tiktok.com/v2/auth/authorize/` with
+`client_key` and a comma-separated `scope`; no PKCE (the docs require `code_verifier` only
+for desktop and mobile apps); code -> `POST /v2/oauth/token/` with `client_key` +
+`client_secret` in the form -> `open_id`, a rotating refresh token and both lifetimes;
+profile `GET /v2/user/info/?fields=open_id,union_id,avatar_url,display_name,username`
+(`username` needs `user.info.profile`). `open_id` is per app: it is the account's id.
 """  # noqa: E501
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from service.platforms.base import AccountRef, CheckResult, RevokeResult, TokenSet
 from service.platforms.http import (
@@ -36,16 +45,80 @@ from service.platforms.http import (
     unknown,
     valid,
 )
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    Endpoint,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    text,
+    token_set,
+    with_query,
+)
 
 BASE_URL = "https://open.tiktokapis.com"
 
 _SCOPE_CODES = {"scope_not_authorized", "scope_permission_missed"}
 
 
-class TikTokAdapter(HTTPAdapter):
+SCOPES = ("user.info.basic", "user.info.profile", "video.publish", "video.upload")
+PROFILE_FIELDS = "open_id,union_id,avatar_url,display_name,username"
+
+
+class TikTokAdapter(HTTPAdapter, OAuthConnect):
     name = "tiktok"
     supports_refresh = True
     supports_revoke = True
+    connect_endpoints: ClassVar[dict[str, Endpoint]] = {
+        "authorize": ("https://www.tiktok.com", "/v2/auth/authorize/")
+    }
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            self.endpoint("authorize"),
+            {
+                "client_key": self.credentials.get("client_key", ""),
+                "response_type": "code",
+                "scope": ",".join(SCOPES),
+                "redirect_uri": request.redirect_uri,
+                "state": request.state,
+            },
+        )
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        form = self._client() | {
+            "code": request.code,
+            "grant_type": "authorization_code",
+            "redirect_uri": request.redirect_uri,
+        }
+        reply = await self.call("POST", f"{self.base_url}/v2/oauth/token/", data=form)
+        body = (
+            reply.body
+            if reply.status == 200 and _code(reply) is None
+            else require_ok(reply, "token")
+        )
+        tokens = token_set(body, "token")
+        reply = await self.call(
+            "GET",
+            f"{self.base_url}/v2/user/info/",
+            params={"fields": PROFILE_FIELDS},
+            headers=bearer(tokens.access_token),
+        )
+        if reply.status != 200 or _code(reply) not in (None, "ok"):
+            require_ok(reply, "profile")  # raises with the platform's code
+        open_id = required_text(reply.body, "profile", "data", "user", "open_id")
+        name = text(reply.body, "data", "user", "display_name")
+        username = text(reply.body, "data", "user", "username") or name or open_id
+        profile = Profile(
+            platform_user_id=open_id,
+            username=username,
+            display_name=name or username,
+            avatar_url=text(reply.body, "data", "user", "avatar_url"),
+        )
+        return [Connected(profile, tokens)]
 
     async def verify(self, account: AccountRef, tokens: TokenSet) -> CheckResult:
         reply = await self.call(

@@ -13,9 +13,17 @@
 | | 401 | already_invalid | |
 | any | 429 (`x-rate-limit-reset` epoch), 5xx, timeout, refused | transient | rate_limited, server_error, timeout, connection_error |
 | any | other 4xx | unknown | unexpected_response |
+
+Connect (OAuth 2.0 authorization code + PKCE S256, confidential client):
+authorize `https://x.com/i/oauth2/authorize` with `offline.access` (else no refresh token);
+code -> `POST /2/oauth2/token` with Basic client auth (public clients: `client_id` in the
+form); profile `GET /2/users/me?user.fields=profile_image_url` (the token answer names no
+user). The code lives 30 seconds: the exchange happens in the callback request.
 """  # noqa: E501
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from service.platforms.base import AccountRef, CheckResult, RevokeResult, TokenSet
 from service.platforms.http import (
@@ -33,14 +41,73 @@ from service.platforms.http import (
     unknown,
     valid,
 )
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    Endpoint,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    text,
+    token_set,
+    with_query,
+)
 
 BASE_URL = "https://api.x.com"
+SCOPES = ("tweet.read", "tweet.write", "users.read", "media.write", "offline.access")
 
 
-class TwitterAdapter(HTTPAdapter):
+class TwitterAdapter(HTTPAdapter, OAuthConnect):
     name = "twitter"
     supports_refresh = True
     supports_revoke = True
+    uses_pkce = True
+    connect_endpoints: ClassVar[dict[str, Endpoint]] = {
+        "authorize": ("https://x.com", "/i/oauth2/authorize")
+    }
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            self.endpoint("authorize"),
+            {
+                "response_type": "code",
+                "client_id": self.credentials.get("client_id", ""),
+                "redirect_uri": request.redirect_uri,
+                "scope": " ".join(SCOPES),
+                "state": request.state,
+                "code_challenge": request.code_challenge,
+                "code_challenge_method": "S256",
+            },
+        )
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        form = {
+            "grant_type": "authorization_code",
+            "code": request.code,
+            "redirect_uri": request.redirect_uri,
+            "code_verifier": request.code_verifier or "",
+        }
+        reply = await self.call(
+            "POST", f"{self.base_url}/2/oauth2/token", headers=self._client_auth(form), data=form
+        )
+        tokens = token_set(require_ok(reply, "token"), "token")
+        reply = await self.call(
+            "GET",
+            f"{self.base_url}/2/users/me",
+            params={"user.fields": "profile_image_url"},
+            headers=bearer(tokens.access_token),
+        )
+        body = require_ok(reply, "profile")
+        username = required_text(body, "profile", "data", "username")
+        profile = Profile(
+            platform_user_id=required_text(body, "profile", "data", "id"),
+            username=username,
+            display_name=text(body, "data", "name") or username,
+            avatar_url=text(body, "data", "profile_image_url"),
+        )
+        return [Connected(profile, tokens)]
 
     async def verify(self, account: AccountRef, tokens: TokenSet) -> CheckResult:
         reply = await self.call(

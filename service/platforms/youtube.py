@@ -17,9 +17,21 @@ proves the channel still exists. Google does not rotate refresh tokens.
 | revoke `POST /revoke?token=` (the refresh token: the whole grant goes) | 200 | revoked | |
 | | 400 `invalid_token` | already_invalid | |
 | any | 429, 5xx, timeout, refused | transient | |
+
+Connect (Google OAuth 2.0 for web servers): authorize
+`https://accounts.google.com/o/oauth2/v2/auth` with `access_type=offline`, `prompt=consent`
+(a refresh token on every consent, not only the first) and PKCE S256; scopes
+`openid email profile` (the Google `sub`, and eligibility for RISC push revocations) plus
+`youtube.upload` and `youtube.readonly`. Code -> `POST /token` with the secret in the form;
+the `id_token` (read without checking its signature: it came straight from the token
+endpoint over TLS) gives the `sub`, stored as the authorizing user. The channel is
+`GET /youtube/v3/channels?part=snippet&mine=true` -> `items[0]` (id, title, customUrl,
+thumbnail): an account owning several channels connects its first.
 """  # noqa: E501
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import aiohttp
 
@@ -39,6 +51,21 @@ from service.platforms.http import (
     unknown,
     valid,
 )
+from service.platforms.oauth import (
+    AuthorizeRequest,
+    CodeExchange,
+    Connected,
+    ConnectFailed,
+    Endpoint,
+    OAuthConnect,
+    Profile,
+    require_ok,
+    required_text,
+    text,
+    token_set,
+    unverified_claims,
+    with_query,
+)
 
 BASE_URL = "https://oauth2.googleapis.com"
 API_BASE_URL = "https://www.googleapis.com"
@@ -52,10 +79,23 @@ _RATE_LIMITS = {"rateLimitExceeded", "userRateLimitExceeded"}
 _RETRYABLE_OAUTH = {"internal_failure", "server_error", "temporarily_unavailable"}
 
 
-class YouTubeAdapter(HTTPAdapter):
+SCOPES = (
+    "openid",
+    "email",
+    "profile",
+    "https://www.googleapis.com/auth/youtube.upload",
+    "https://www.googleapis.com/auth/youtube.readonly",
+)
+
+
+class YouTubeAdapter(HTTPAdapter, OAuthConnect):
     name = "youtube"
     supports_refresh = True
     supports_revoke = True
+    uses_pkce = True
+    connect_endpoints: ClassVar[dict[str, Endpoint]] = {
+        "authorize": ("https://accounts.google.com", "/o/oauth2/v2/auth")
+    }
 
     def __init__(
         self,
@@ -68,6 +108,63 @@ class YouTubeAdapter(HTTPAdapter):
     ) -> None:
         super().__init__(session, base_url, credentials, timeout=timeout)
         self.api_base_url = api_base_url.rstrip("/")
+
+    def authorize_url(self, request: AuthorizeRequest) -> str:
+        return with_query(
+            self.endpoint("authorize"),
+            {
+                "client_id": self.credentials.get("client_id", ""),
+                "redirect_uri": request.redirect_uri,
+                "response_type": "code",
+                "scope": " ".join(SCOPES),
+                "state": request.state,
+                "access_type": "offline",
+                "prompt": "consent",
+                "include_granted_scopes": "true",
+                "code_challenge": request.code_challenge,
+                "code_challenge_method": "S256",
+            },
+        )
+
+    async def exchange(self, request: CodeExchange) -> list[Connected]:
+        form = {
+            "code": request.code,
+            "client_id": self.credentials.get("client_id", ""),
+            "client_secret": self.credentials.get("client_secret", ""),
+            "redirect_uri": request.redirect_uri,
+            "grant_type": "authorization_code",
+            "code_verifier": request.code_verifier or "",
+        }
+        reply = await self.call("POST", f"{self.base_url}/token", data=form)
+        body = require_ok(reply, "token")
+        tokens = token_set(body, "token")
+        sub = text(unverified_claims(text(body, "id_token") or ""), "sub")
+        reply = await self.call(
+            "GET",
+            f"{self.api_base_url}/youtube/v3/channels",
+            params={"part": "snippet", "mine": "true"},
+            headers=bearer(tokens.access_token),
+        )
+        items = dig(require_ok(reply, "channels"), "items")
+        if not isinstance(items, list) or not items:
+            raise ConnectFailed("channels", code="no_channel", status=reply.status)
+        channel = items[0]
+        title = text(channel, "snippet", "title")
+        handle = text(channel, "snippet", "customUrl")
+        channel_id = required_text(channel, "channels", "id")
+        thumbnails = dig(channel, "snippet", "thumbnails")
+        avatar = None
+        for size in ("high", "medium", "default"):
+            if avatar := text(thumbnails, size, "url"):
+                break
+        profile = Profile(
+            platform_user_id=channel_id,
+            username=handle or title or channel_id,
+            display_name=title or handle or channel_id,
+            avatar_url=avatar,
+            authorizing_user_id=sub,
+        )
+        return [Connected(profile, tokens)]
 
     async def verify(self, account: AccountRef, tokens: TokenSet) -> CheckResult:
         reply = await self.call(

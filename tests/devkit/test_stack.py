@@ -20,22 +20,25 @@ import aiohttp
 import psutil
 import pytest
 
-from devkit.stack import SANDBOX_PORT_OFFSET, load_dev_env
+from devkit.embedded import free_port
+from devkit.stack import INTERNAL_PORT_OFFSET, SANDBOX_PORT_OFFSET, load_dev_env
 from service.core.ids import PLATFORMS
-from tests.conftest import ROOT, SEED_ACCOUNTS, free_port
+from tests.conftest import ROOT, SEED_ACCOUNTS
 
 BANNER_TIMEOUT = 120.0
 
 
 def port_pair() -> int:
-    """A free port whose +10 neighbour (the sandbox's) is free too."""
+    """A free port whose +1 and +10 neighbours (the internal API's, the sandbox's) are free
+    too."""
     for _ in range(50):
         port = free_port()
-        with closing(socket.socket()) as s:
-            try:
-                s.bind(("127.0.0.1", port + SANDBOX_PORT_OFFSET))
-            except OSError:
-                continue
+        try:
+            for offset in (INTERNAL_PORT_OFFSET, SANDBOX_PORT_OFFSET):
+                with closing(socket.socket()) as s:
+                    s.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
         return port
     raise AssertionError("no free port pair")
 

@@ -12,7 +12,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from devkit.sandbox.credentials import SANDBOX_CREDENTIALS
 from service.platforms.base import (
     AccountRef,
     CheckResult,
@@ -29,7 +28,6 @@ def sandbox_settings(url: str, **overrides: object) -> PlatformSettings:
     values: dict[str, object] = {
         "sandbox_url": url,
         "request_timeout_seconds": 5,
-        **SANDBOX_CREDENTIALS,
     }
     return PlatformSettings(**(values | overrides))  # type: ignore[arg-type]
 

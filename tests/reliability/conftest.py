@@ -21,13 +21,14 @@ import asyncpg
 import orjson
 import pytest
 
+from devkit.embedded import free_port
 from service.core import api_keys, ids
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
 from service.core.repository import workspaces
 from service.core.settings import Settings
 from service.core.vault import Vault
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 
 # The platform sandbox and the in-process burst worker, for the whole-run secrets test.
 from tests.worker.conftest import (  # noqa: F401

@@ -27,14 +27,13 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name
 
-from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+from devkit.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from service.api.app import create_app, redis_client
 from service.api.server import AppRunner
 from service.core.db import migrate
 from service.core.jobs import revoke_job_id
 from service.core.settings import Settings
 from service.core.vault import Vault
-from tests.conftest import free_port
 from tests.reliability.conftest import (
     ApiProcess,
     account_line,

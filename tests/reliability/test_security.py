@@ -21,6 +21,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from yarl import URL
 
+from devkit.embedded import free_port
 from service.api import app as app_module
 from service.api import cursor
 from service.api.app import create_app
@@ -31,7 +32,6 @@ from service.api.server import AppRunner
 from service.core import api_keys, ids
 from service.core.repository import workspaces
 from service.core.settings import Settings
-from tests.conftest import free_port
 from tests.reliability.conftest import account_line, assert_error_body
 
 FIGURES: Counter[str] = Counter()

@@ -12,14 +12,13 @@ import pytest
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from devkit.embedded import free_port
 from devkit.sandbox.app import create_sandbox_app
-from devkit.sandbox.credentials import SANDBOX_CREDENTIALS as CREDENTIALS
 from service.api.server import AppRunner
 from service.core.jobs import enqueue_sweep
 from service.core.repository import sweeps
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
-from tests.conftest import free_port
 from worker.assembly import make_worker
 from worker.runtime import Runtime
 
@@ -68,7 +67,6 @@ def platform_settings(sandbox: Sandbox) -> PlatformSettings:
     return PlatformSettings(
         sandbox_url=sandbox.url,
         request_timeout_seconds=2,
-        **CREDENTIALS,  # type: ignore[arg-type]
     )
 
 

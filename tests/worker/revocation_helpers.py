@@ -17,18 +17,18 @@ import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from devkit.embedded import free_port
 from devkit.sandbox.app import create_sandbox_app
-from devkit.sandbox.credentials import sandbox_environment
 from service.api.server import AppRunner
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
-from tests.conftest import ROOT, free_port
-from tests.worker.conftest import CREDENTIALS, Sandbox
+from tests.conftest import ROOT
+from tests.worker.conftest import Sandbox
 from worker.assembly import make_worker
 from worker.revoke import relay_revocations
 from worker.runtime import CTX_KEY, Runtime
 
-__all__ = ["CREDENTIALS", "Sandbox"]
+__all__ = ["Sandbox"]
 
 
 @asynccontextmanager
@@ -48,7 +48,6 @@ def sandbox_platforms(sandbox: Sandbox) -> PlatformSettings:
     return PlatformSettings(
         sandbox_url=sandbox.url,
         request_timeout_seconds=5,
-        **CREDENTIALS,  # type: ignore[arg-type]
     )
 
 
@@ -128,7 +127,6 @@ def worker_process(settings: Settings, sandbox: Sandbox, **extra: str) -> subpro
         OCTOPOST_SANDBOX_URL=sandbox.url,
         OCTOPOST_SWEEP_INTERVAL_MINUTES="0",
         OCTOPOST_LOG_LEVEL="INFO",
-        **sandbox_environment(),
         **extra,
     )
     return subprocess.Popen(

@@ -29,13 +29,13 @@ import pytest
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from devkit.embedded import free_port
 from devkit.sandbox.app import create_sandbox_app
-from devkit.sandbox.credentials import sandbox_environment
 from service.core.ids import PLATFORMS
 from service.core.jobs import CHECK_JOB, SWEEP_JOB, enqueue_sweep
 from service.core.repository import sweeps
 from service.core.settings import Settings
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
 from tests.worker.conftest import Sandbox
 
 BATCH = 50
@@ -106,7 +106,6 @@ def process_env(settings: Settings, sandbox: Sandbox, **extra: str) -> dict[str,
         "OCTOPOST_SWEEP_INTERVAL_MINUTES": "0",
         "OCTOPOST_SWEEP_BATCH_SIZE": str(BATCH),
         "OCTOPOST_DB_POOL_MAX": "4",
-        **sandbox_environment(),
     }
     env.update(extra)
     return env

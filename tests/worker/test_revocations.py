@@ -22,7 +22,7 @@ from arq import func
 from arq.connections import ArqRedis
 from arq.jobs import Job, JobStatus
 
-from devkit.embedded import EmbeddedRedis
+from devkit.embedded import EmbeddedRedis, free_port
 from service.api.app import create_app
 from service.api.server import AppRunner
 from service.cli import build_parser, cmd_accounts_disconnect
@@ -31,7 +31,7 @@ from service.core.jobs import REVOKE_JOB, enqueue_sweep, revoke_job_id
 from service.core.repository import sweeps
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
-from tests.conftest import Api, free_port, with_tokens
+from tests.conftest import Api, with_tokens
 from tests.worker.revocation_helpers import (
     Sandbox,
     ciphertext_left,

@@ -1,4 +1,4 @@
-"""Batched writes for account imports (and reconnects)."""
+"""Batched writes for account imports and connects (and reconnects)."""
 
 from __future__ import annotations
 
@@ -23,13 +23,15 @@ IDS_TAKEN = "SELECT id FROM accounts WHERE id = ANY($1::text[])"
 # health state so the account is active and checked again soon.
 UPSERT_ACCOUNTS = """
 INSERT INTO accounts (id, workspace_id, platform, platform_user_id, username, display_name,
-                      avatar_url, instance_url, is_active, connected_at, last_used_at)
+                      avatar_url, instance_url, is_active, connected_at, last_used_at,
+                      authorizing_user_id)
 SELECT u.id, $1, u.platform, u.platform_user_id, u.username, u.display_name, u.avatar_url,
-       u.instance_url, u.is_active, coalesce(u.connected_at, now()), u.last_used_at
+       u.instance_url, u.is_active, coalesce(u.connected_at, now()), u.last_used_at,
+       u.authorizing_user_id
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::boolean[], $10::timestamptz[], $11::timestamptz[])
+            $8::text[], $9::boolean[], $10::timestamptz[], $11::timestamptz[], $12::text[])
      AS u(id, platform, platform_user_id, username, display_name, avatar_url, instance_url,
-          is_active, connected_at, last_used_at)
+          is_active, connected_at, last_used_at, authorizing_user_id)
 ON CONFLICT (workspace_id, platform, platform_user_id) WHERE disconnected_at IS NULL
 DO UPDATE SET
     username = EXCLUDED.username,
@@ -37,6 +39,7 @@ DO UPDATE SET
     avatar_url = EXCLUDED.avatar_url,
     instance_url = EXCLUDED.instance_url,
     is_active = EXCLUDED.is_active,
+    authorizing_user_id = coalesce(EXCLUDED.authorizing_user_id, accounts.authorizing_user_id),
     last_used_at = coalesce(EXCLUDED.last_used_at, accounts.last_used_at),
     health_status = 'unchecked',
     health_reason = NULL,
@@ -67,6 +70,15 @@ ON CONFLICT (account_id) DO UPDATE SET
     updated_at = now()
 """
 
+# A reconnect whose new tokens carry no refresh token keeps the stored one (Google sends
+# one only on consent, LinkedIn only to partners): read under a row lock, so a refresh in a
+# worker cannot rotate it between this read and the write.
+STORED_REFRESH = """
+SELECT account_id, key_id, sealed, refresh_expires_at FROM account_tokens
+WHERE account_id = ANY($1::text[]) AND has_refresh
+FOR UPDATE
+"""
+
 INSERT_EVENTS = """
 INSERT INTO account_events (account_id, kind)
 SELECT * FROM unnest($1::text[], $2::text[])
@@ -92,6 +104,7 @@ class ImportRow:
     refresh_expires_at: datetime | None
     scopes: list[str]
     reconnect: bool
+    authorizing_user_id: str | None = None
 
 
 async def lock_workspace(conn: asyncpg.Connection, workspace_id: int) -> None:
@@ -111,6 +124,13 @@ async def ids_taken(conn: asyncpg.Connection, ids: list[str]) -> set[str]:
     return {r["id"] for r in await conn.fetch(IDS_TAKEN, ids)}
 
 
+async def stored_refresh(conn: asyncpg.Connection, ids: list[str]) -> list[asyncpg.Record]:
+    if not ids:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(STORED_REFRESH, ids)
+    return rows
+
+
 async def upsert_accounts(
     conn: asyncpg.Connection, workspace_id: int, rows: list[ImportRow]
 ) -> None:
@@ -127,6 +147,7 @@ async def upsert_accounts(
         [r.is_active for r in rows],
         [r.connected_at for r in rows],
         [r.last_used_at for r in rows],
+        [r.authorizing_user_id for r in rows],
     )
     # The workspace lock makes this impossible; if it ever happened the sealed tokens
     # would be bound to the wrong id, so refuse rather than write them.
