@@ -1,0 +1,43 @@
+"""What the wheel carries; the rest of the project's metadata is in pyproject.toml.
+
+Two things pyproject.toml cannot say:
+
+- The migrations are written in the top-level ``sql/`` and installed as the data package
+  ``service.migrations``, where ``service.db`` reads them with ``importlib.resources``: from
+  a wheel, a plain ``pip install .`` and the editable install of ``dev.py`` alike.
+- The dev tooling (embedded PostgreSQL/Redis, the dev stack, the platform sandbox) never
+  ships. ``dev.py`` puts the repository root on the dev venv's path instead, so
+  ``octopost dev`` and ``octopost sandbox`` find it there.
+"""
+
+from __future__ import annotations
+
+from setuptools import find_namespace_packages, setup
+from setuptools.command.build_py import build_py
+
+# Packages and modules that exist only in a source checkout: both their names before the
+# layout change (service/, worker/) and after it (devkit/).
+DEV_PACKAGES = ["devkit", "devkit.*", "worker.sandbox", "worker.sandbox.*"]
+DEV_MODULES = {"service.embedded", "service.devstack"}
+MIGRATIONS_PACKAGE = "service.migrations"
+
+
+class BuildPy(build_py):
+    """build_py without the dev-only modules (setuptools can exclude packages, not modules)."""
+
+    def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
+        modules: list[tuple[str, str, str]] = super().find_package_modules(package, package_dir)
+        return [m for m in modules if f"{m[0]}.{m[1]}" not in DEV_MODULES]
+
+
+setup(
+    packages=[
+        *find_namespace_packages(
+            include=["service", "service.*", "worker", "worker.*"], exclude=DEV_PACKAGES
+        ),
+        MIGRATIONS_PACKAGE,
+    ],
+    package_dir={MIGRATIONS_PACKAGE: "sql"},
+    package_data={"service": ["py.typed"], MIGRATIONS_PACKAGE: ["*.sql"]},
+    cmdclass={"build_py": BuildPy},
+)
