@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,15 +82,23 @@ def copy_build_context(dest: Path) -> None:
                 shutil.copy2(ROOT / source, local)
 
 
-def pip(*args: str) -> None:
-    r = subprocess.run(
+def pip(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=300,
-        check=False,
     )
-    assert r.returncode == 0, f"pip {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
+
+
+def pip_done(proc: subprocess.Popen[str]) -> None:
+    try:
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))}:\n{out}"  # type: ignore[arg-type]
 
 
 @dataclass
@@ -108,11 +117,16 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Install:
     base = tmp_path_factory.mktemp("install")
     context, wheels, venv = base / "context", base / "wheels", base / "venv"
     copy_build_context(context)
-    pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(context))
-    (wheel,) = wheels.glob("*.whl")
+    build = pip("wheel", "--no-deps", "--wheel-dir", str(wheels), str(context))
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    pip("--python", str(python), "install", str(wheel))
+    # The dependencies meanwhile (they take longest); installing the wheel afterwards then
+    # checks its own requirements against them and adds whatever they lack.
+    dependencies = tomllib.loads((context / "pyproject.toml").read_text())["project"]
+    pip_done(pip("--python", str(python), "install", *dependencies["dependencies"]))
+    pip_done(build)
+    (wheel,) = wheels.glob("*.whl")
+    pip_done(pip("--python", str(python), "install", str(wheel)))
     site_packages = Path(
         subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -173,9 +187,14 @@ class Run:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await asyncio.wait_for(
-            proc.communicate(stdin.encode() if stdin else None), COMMAND_TIMEOUT
-        )
+        try:
+            out, err = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin else None), COMMAND_TIMEOUT
+            )
+        finally:
+            if proc.returncode is None:  # timed out: never leave it running
+                proc.kill()
+                await proc.wait()
         assert proc.returncode is not None
         return proc.returncode, out.decode(), err.decode()
 
@@ -241,17 +260,22 @@ def run(
     return Run(installed, elsewhere, env)
 
 
-async def wait_ready(url: str, proc: asyncio.subprocess.Process, deadline: float) -> None:
+def text_of(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+async def wait_ready(url: str, proc: asyncio.subprocess.Process, log: Path) -> None:
+    deadline = time.monotonic() + COMMAND_TIMEOUT
     async with aiohttp.ClientSession() as http:
         while True:
-            assert proc.returncode is None, "octopost api exited"
+            assert proc.returncode is None, f"octopost api exited:\n{text_of(log)}"
             try:
                 async with http.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
                     if r.status == 200:
                         return
             except aiohttp.ClientError:
                 pass
-            assert time.monotonic() < deadline, f"{url} not ready"
+            assert time.monotonic() < deadline, f"{url} not ready:\n{text_of(log)}"
             await asyncio.sleep(0.1)
 
 
@@ -278,18 +302,20 @@ async def test_a_plain_install_migrates_serves_and_checks_from_any_folder(
         assert out.splitlines() == [a["id"] for a in SEED_ACCOUNTS]
 
         port = free_port()
-        api = await asyncio.create_subprocess_exec(
-            str(run.install.bin / "octopost"),
-            *("api", "--host", "127.0.0.1", "--port", str(port)),
-            cwd=run.cwd,
-            env=run.env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        log = run.cwd.parent / "api.log"
+        with log.open("wb") as out_file:
+            api = await asyncio.create_subprocess_exec(
+                str(run.install.bin / "octopost"),
+                *("api", "--host", "127.0.0.1", "--port", str(port)),
+                cwd=run.cwd,
+                env=run.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_file,
+                stderr=out_file,
+            )
         try:
             base = f"http://127.0.0.1:{port}"
-            await wait_ready(f"{base}/readyz", api, time.monotonic() + COMMAND_TIMEOUT)
+            await wait_ready(f"{base}/readyz", api, log)
             async with (
                 aiohttp.ClientSession() as http,
                 http.get(f"{base}/v1/accounts", headers={"Authorization": f"Bearer {key}"}) as r,
@@ -297,9 +323,15 @@ async def test_a_plain_install_migrates_serves_and_checks_from_any_folder(
                 assert r.status == 200, await r.text()
                 assert await r.json() == {"accounts": SEED_ACCOUNTS}
         finally:
-            api.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(api.communicate(), COMMAND_TIMEOUT)
-        assert api.returncode == 0, err.decode()
+            if api.returncode is None:
+                api.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(api.wait(), COMMAND_TIMEOUT)
+            finally:
+                if api.returncode is None:
+                    api.kill()
+                    await api.wait()
+        assert api.returncode == 0, text_of(log)
 
         # the worker: a sweep queued by the CLI, checked at the sandbox by a burst worker
         out = await run.ok("sweep")
