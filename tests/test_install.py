@@ -98,7 +98,7 @@ def pip_done(proc: subprocess.Popen[str]) -> None:
         if proc.returncode is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, f"{' '.join(map(str, proc.args))}:\n{out}"  # type: ignore[arg-type]
+    assert proc.returncode == 0, f"pip {proc.args!r}:\n{out}"
 
 
 @dataclass
@@ -400,3 +400,41 @@ async def test_migrate_without_migration_files_is_an_error(
         )
     finally:
         await conn.close()
+
+
+def compose_command() -> list[str] | None:
+    """`docker compose` (the plugin) or the standalone `docker-compose`: either checks a
+    compose file offline, without a Docker engine."""
+    docker = shutil.which("docker")
+    if docker:
+        probe = subprocess.run(
+            [docker, "compose", "version"], capture_output=True, timeout=30, check=False
+        )
+        if probe.returncode == 0:
+            return [docker, "compose"]
+    standalone = shutil.which("docker-compose")
+    return [standalone] if standalone else None
+
+
+@pytest.mark.skipif(compose_command() is None, reason="neither docker compose nor docker-compose")
+def test_the_compose_file_is_valid_and_wants_the_token_keys(tmp_path: Path) -> None:
+    command = compose_command()
+    assert command is not None
+    no_env_file = tmp_path / "empty.env"
+    no_env_file.write_text("")
+
+    def config(**env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "--env-file", str(no_env_file), "-f", "docker-compose.yml", "config", "-q"],
+            cwd=ROOT,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    r = config(OCTOPOST_TOKEN_KEYS="k1:key")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = config()
+    assert r.returncode != 0 and "OCTOPOST_TOKEN_KEYS" in r.stdout + r.stderr
