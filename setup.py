@@ -12,6 +12,9 @@ Two things pyproject.toml cannot say:
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_namespace_packages, setup
 from setuptools.command.build_py import build_py
 
@@ -24,6 +27,14 @@ MIGRATIONS_PACKAGE = "service.migrations"
 
 class BuildPy(build_py):
     """build_py without the dev-only modules (setuptools can exclude packages, not modules)."""
+
+    def run(self) -> None:
+        # setuptools packs whatever build/lib holds: a module an earlier build left there
+        # (a dev module from before it was excluded, a deleted one) would ship again.
+        if not self.editable_mode:
+            for top in {package.partition(".")[0] for package in self.packages} | {"devkit"}:
+                shutil.rmtree(Path(self.build_lib, top), ignore_errors=True)
+        super().run()
 
     def find_package_modules(self, package: str, package_dir: str) -> list[tuple[str, str, str]]:
         modules: list[tuple[str, str, str]] = super().find_package_modules(package, package_dir)
