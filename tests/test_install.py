@@ -167,6 +167,12 @@ def test_the_image_carries_only_the_installed_package() -> None:
     assert copies and all("--from=" in c for c in copies), copies
     users = [i.split()[1] for i in image if i.upper().startswith("USER ")]
     assert users and users[-1].split(":")[0] not in ("root", "0"), users
+    # .dockerignore admits only named paths: each one the build stage copies is among them
+    admitted = (ROOT / ".dockerignore").read_text().splitlines()
+    for instruction in dockerfile_stages()[0]:
+        if instruction.upper().startswith("COPY "):
+            for source in instruction.split()[1:-1]:
+                assert f"!{source}" in admitted, source
 
 
 @dataclass
