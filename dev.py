@@ -22,10 +22,24 @@ ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("OCTOPOST_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 STAMP = VENV / ".octopost-installed"
+# The dev tooling (embedded servers, dev stack, platform sandbox) is left out of the wheel
+# (setup.py); this file in the venv's site-packages puts the checkout on sys.path instead.
+SOURCE_PTH = "octopost-source-tree.pth"
 
 
 def _install_fingerprint() -> str:
-    return hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    files = [ROOT / "pyproject.toml", ROOT / "setup.py"]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
+
+
+def _put_checkout_on_path(python: Path) -> None:
+    site_packages = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    (Path(site_packages) / SOURCE_PTH).write_text(f"{ROOT}\n")
 
 
 def ensure_venv() -> None:
@@ -48,6 +62,7 @@ def ensure_venv() -> None:
     pip = [str(python), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "install", "--upgrade", "pip"], check=False)
     subprocess.run([*pip, "install", "-e", f"{ROOT}[dev,embedded]"], check=True)
+    _put_checkout_on_path(python)
     STAMP.write_text(fingerprint)
 
 

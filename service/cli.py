@@ -5,16 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from types import ModuleType
 from typing import TextIO
 
 import asyncpg
 
 from service.core import api_keys, ids
-from service.core.db import migrate
+from service.core.db import MigrationsMissing, migrate
 from service.core.importer import ImportRejected, import_accounts, parse_lines
 from service.core.jobs import enqueue_sweep
 from service.core.keyring import load_vault
@@ -39,7 +41,11 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
 
 
 async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    applied = await migrate(settings.database_url)
+    try:
+        applied = await migrate(settings.database_url)
+    except MigrationsMissing as exc:
+        print(f"octopost: {exc}", file=sys.stderr)
+        return 1
     for m in applied:
         print(f"applied {m.version:04d}_{m.name}")
     if not applied:
@@ -230,7 +236,14 @@ def _open_input(path: str) -> TextIO:
 
 async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> int:
     vault = load_vault(settings)
-    source = _open_input(args.file)
+    try:
+        source = _open_input(args.file)
+    except OSError as exc:
+        print(
+            f"octopost: cannot read {args.file}: {exc.strerror or exc}; nothing was imported",
+            file=sys.stderr,
+        )
+        return 2
     try:
         parsed = parse_lines(source)
     except ImportRejected as exc:
@@ -374,10 +387,30 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
-    from devkit.sandbox.app import serve
+def _dev_tooling(module: str) -> ModuleType | None:
+    """A dev-tooling module, or None where it is not installed (the production wheel)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(f"{exc.name}.")):
+            return None
+        raise
 
-    serve(args.host, args.port, args.latency_ms)
+
+def _no_dev_tooling(command: str) -> int:
+    print(
+        f"octopost: `octopost {command}` is dev tooling, which this install does not carry; "
+        "run it from a source checkout (python3 dev.py octopost ...)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
+    sandbox = _dev_tooling("devkit.sandbox.app")
+    if sandbox is None:
+        return _no_dev_tooling("sandbox")
+    sandbox.serve(args.host, args.port, args.latency_ms)
     return 0
 
 
@@ -499,9 +532,11 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
-    from devkit.stack import run_dev
-
-    return run_dev(settings, host=args.host, port=args.port)
+    devstack = _dev_tooling("devkit.stack")
+    if devstack is None:
+        return _no_dev_tooling("dev")
+    result: int = devstack.run_dev(settings, host=args.host, port=args.port)
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -627,9 +662,10 @@ def _reach_running_dev_stack() -> None:
     servers from its dev.env for whatever the environment leaves unset."""
     if os.environ.get("OCTOPOST_ENV", "development") != "development":
         return
-    from devkit.stack import load_dev_env
-
-    applied = load_dev_env()
+    devstack = _dev_tooling("devkit.stack")
+    if devstack is None:  # an installed package: there is no dev stack to reach
+        return
+    applied: list[str] = devstack.load_dev_env()
     if applied:
         print(
             f"octopost: using the running `octopost dev` for {', '.join(applied)} (its dev.env)",

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import importlib.resources
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,8 @@ from service.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "sql"
+# The top-level sql/ folder, installed as this package (setup.py maps one to the other).
+MIGRATIONS_PACKAGE = "service.migrations"
 # Any constant works; it only has to be the same for every process that migrates.
 MIGRATION_LOCK_ID = 0x6F6374_6F706F
 RECORD_MIGRATION = "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)"
@@ -317,25 +319,55 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
-def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+class MigrationsMissing(RuntimeError):
+    """No migration files where they should be: a broken install, never "up to date"."""
+
+
+def migration_files() -> Traversable:
+    """The installed migrations folder (``sql/`` in a source checkout)."""
+    try:
+        return importlib.resources.files(MIGRATIONS_PACKAGE)
+    except ModuleNotFoundError:
+        raise MigrationsMissing(
+            f"no migrations: the package {MIGRATIONS_PACKAGE} is not installed; "
+            "reinstall octopost-accounts (pip install .)"
+        ) from None
+
+
+def load_migrations(source: Traversable | None = None) -> list[Migration]:
+    """Every ``NNNN_name.sql`` in order; raises MigrationsMissing if there is none."""
+    source = migration_files() if source is None else source
+    try:
+        files = sorted(
+            (f for f in source.iterdir() if f.name.endswith(".sql") and f.is_file()),
+            key=lambda f: f.name,
+        )
+    except OSError:  # the folder itself is gone
+        files = []
+    if not files:
+        raise MigrationsMissing(
+            f"no migration files (*.sql) in {source}; reinstall octopost-accounts"
+        )
     migrations = []
-    for path in sorted(directory.glob("*.sql")):
-        number, _, rest = path.stem.partition("_")
+    for file in files:
+        number, _, rest = file.name.removesuffix(".sql").partition("_")
         if not number.isdigit():
-            raise RuntimeError(f"migration file name must start with a number: {path.name}")
-        migrations.append(Migration(int(number), rest or path.stem, path.read_text()))
+            raise RuntimeError(f"migration file name must start with a number: {file.name}")
+        migrations.append(Migration(int(number), rest or number, file.read_text(encoding="utf-8")))
     versions = [m.version for m in migrations]
     if len(set(versions)) != len(versions):
         raise RuntimeError("two migration files share a number")
     return migrations
 
 
-async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+async def migrate(dsn: str, source: Traversable | None = None) -> list[Migration]:
     """Apply pending migrations in order, each once, each in its own transaction.
 
     A session-level advisory lock makes concurrent starters wait for each other instead of
-    racing; the loser then sees the migrations as applied and does nothing.
+    racing; the loser then sees the migrations as applied and does nothing. Without any
+    migration file it raises MigrationsMissing before it connects.
     """
+    migrations = load_migrations(source)
     applied_now: list[Migration] = []
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
@@ -352,7 +384,7 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]
                 r["version"]: r["checksum"]
                 for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
             }
-            for migration in load_migrations(directory):
+            for migration in migrations:
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         log.warning("migration %s changed after it was applied", migration.version)

@@ -1,0 +1,1 @@
+"""The migrations, installed as the package ``service.migrations`` (see setup.py)."""
