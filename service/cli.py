@@ -752,4 +752,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # `python -m service.cli`: run the importable module's main, so that the CommandError
+    # other modules import (service.devstack) is the class main() catches
+    from service.cli import main as _main
+
+    raise SystemExit(_main())
