@@ -431,7 +431,7 @@ class _StopSignal(logging.Filter):
 
     def __init__(self) -> None:
         super().__init__()
-        self.name_of_signal = "SIGTERM"
+        self.name_of_signal = "the stop of octopost dev"  # until a signal says which
 
     def filter(self, record: logging.LogRecord) -> bool:
         if (
