@@ -52,8 +52,20 @@ def _has_working_pip(python: Path) -> bool:
     return done.returncode == 0
 
 
+# What a virtualenv holds at its top, complete or cut short (venv makes the directories
+# before it writes pyvenv.cfg): a directory with anything else is not ours to clear.
+VENV_ENTRIES = frozenset(
+    {"bin", "Scripts", "lib", "lib64", "Lib", "include", "Include", "share", "pyvenv.cfg",
+     ".gitignore", STAMP.name}
+)  # fmt: skip
+
+
 def _create_venv() -> None:
-    if VENV.exists() and not (VENV / "pyvenv.cfg").exists() and any(VENV.iterdir()):
+    if (
+        VENV.exists()
+        and not (VENV / "pyvenv.cfg").exists()
+        and any(entry.name not in VENV_ENTRIES for entry in VENV.iterdir())
+    ):
         sys.exit(
             f"dev.py: {VENV} exists but is not a virtualenv, so it is left alone; move it "
             "away, or set OCTOPOST_VENV to another directory"

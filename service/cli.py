@@ -321,6 +321,11 @@ async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     conn = await _connect(settings)
     redis = redis_client(settings.redis_url)
     try:
+        if args.account and await accounts.workspace_of(conn, args.account) is None:
+            raise CommandError(
+                f"no connected account {args.account!r}; `GET /v1/accounts` lists a "
+                "workspace's accounts (a disconnected one is never checked again)"
+            )
         sweep_id = await health.create_sweep(conn, "manual", args.platform, args.account)
         await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
         scope = args.account or args.platform or "all accounts"

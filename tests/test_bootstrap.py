@@ -91,11 +91,17 @@ def assert_recovered(project: Path, venv: Path) -> None:
     assert "installing" not in again.stderr and "virtualenv" not in again.stderr, again.stderr
 
 
-def test_a_half_made_virtualenv_is_rebuilt(project: Path, tmp_path: Path) -> None:
-    """What a Ctrl-C during creation leaves: a virtualenv without pip."""
+@pytest.mark.parametrize("cut", ["before pyvenv.cfg", "before pip"])
+def test_a_half_made_virtualenv_is_rebuilt(project: Path, tmp_path: Path, cut: str) -> None:
+    """What a Ctrl-C during creation leaves: venv's directories without pyvenv.cfg (it
+    writes that after them), or a virtualenv without pip."""
     venv = tmp_path / "venv"
-    subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    assert (venv / "pyvenv.cfg").exists()
+    if cut == "before pip":
+        subprocess.run([PYTHON, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+        assert (venv / "pyvenv.cfg").exists()
+    else:
+        (venv / "bin").mkdir(parents=True)
+        (venv / "lib" / "python3").mkdir(parents=True)
     r = dev_py(project, venv, "octopost", "hello")
     assert r.returncode == 0, r.stderr
     assert f"dev.py: the virtualenv in {venv} is incomplete" in r.stderr, r.stderr

@@ -127,7 +127,7 @@ async def test_a_database_without_the_schema_says_migrate(settings: Settings) ->
         await admin.close()
 
 
-def test_a_missing_file_and_bad_arguments(settings: Settings, tmp_path: Path) -> None:
+def test_a_missing_file_and_bad_arguments(settings: Settings, pool: Any, tmp_path: Path) -> None:
     missing = tmp_path / "nope.jsonl"
     r = run(settings, "accounts", "import", "--workspace", "acme", str(missing))
     assert r.returncode == 1 and "Traceback" not in r.stderr
@@ -138,6 +138,9 @@ def test_a_missing_file_and_bad_arguments(settings: Settings, tmp_path: Path) ->
     assert stderr_lines(r) == [
         "octopost: give account ids, or --workspace NAME (and optionally --platform)"
     ]
+    r = run(settings, "sweep", "--account", "acc_nobody")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert stderr_lines(r)[-1].startswith("octopost: no connected account 'acc_nobody'; ")
     r = run(settings, "keys", "frobnicate")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     r = run(settings, "sweeps", "--limit", "many")
