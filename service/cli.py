@@ -183,7 +183,11 @@ async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) 
     from service.revocations import Enqueued, enqueue_revocation
 
     if bool(args.ids) == bool(args.workspace) or (args.platform and not args.workspace):
-        raise CommandError("give account ids, or --workspace NAME (and optionally --platform)", 2)
+        print(
+            "octopost: give account ids, or --workspace NAME (and optionally --platform)",
+            file=sys.stderr,
+        )
+        return 2
     conn = await _connect(settings)
     redis = redis_client(settings.redis_url)
     counts = {"queued": 0, "pending": 0, "no tokens": 0, "not found": 0}
@@ -193,7 +197,8 @@ async def cmd_accounts_disconnect(args: argparse.Namespace, settings: Settings) 
             targets = [(i, await accounts.workspace_of(conn, i)) for i in dict.fromkeys(args.ids)]
         else:
             if await workspaces.get_workspace_id(conn, args.workspace) is None:
-                raise CommandError(f"no workspace named {args.workspace!r}")
+                print(f"octopost: no workspace named {args.workspace!r}", file=sys.stderr)
+                return 1
             rows = await accounts.ids_for_disconnect(conn, args.workspace, args.platform)
             targets = [(r["id"], r["workspace_id"]) for r in rows]
         for account_id, workspace_id in targets:
