@@ -1,9 +1,16 @@
 """`octopost dev`: the whole service on one machine with nothing but Python.
 
 Starts an embedded PostgreSQL and Redis (unless DATABASE_URL / REDIS_URL are set), migrates,
-seeds a demo workspace, and runs the API, the platform sandbox (on the API port + 10) and the
-token-health worker (checking against that sandbox) in one process and one event loop. It
-prints an API key with a curl line that works.
+seeds a demo workspace, and runs the API, the platform sandbox (on the API port + 10 unless
+told otherwise) and the token-health worker (checking against that sandbox) in one process
+and one event loop. It prints the demo workspace's API key with a curl line that works; the
+key is kept in ``<data dir>/demo-key`` and is the workspace's only active key, so every start
+prints the same one. The worker's metrics are served on the API's /metrics.
+
+One stack per data dir: the first start holds an flock on ``<data dir>/dev.lock`` (which
+names its pid and ports) for its whole life; a second start on the same data dir refuses at
+once, naming the first, before it touches anything the first one uses. ``--reset`` (under
+that lock) deletes the embedded servers' data so the next start seeds the demo afresh.
 
 While it runs it writes ``<data dir>/dev.env`` (DATABASE_URL, REDIS_URL, OCTOPOST_SANDBOX_URL
 and its pid) and removes it when it stops. Any other `octopost` command started with
@@ -17,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
+import shutil
 import signal
-import sys
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +38,12 @@ import asyncpg
 from aiohttp import web
 from arq.worker import Worker
 
+from service.api import appkeys
 from service.api.app import create_app
 from service.api.internal_app import create_internal_app
 from service.api.server import AppRunner
 from service.api.service_auth import SCOPES
+from service.cli import CommandError
 from service.core import api_keys
 from service.core.db import migrate
 from service.core.importer import import_accounts, parse_lines
@@ -52,6 +63,9 @@ DEV_ENV_FILE = "dev.env"
 # stale one.
 DEV_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OCTOPOST_SANDBOX_URL")
 DEV_PID_KEY = "OCTOPOST_DEV_PID"
+LOCK_FILE = "dev.lock"  # flocked by the running stack; names its pid and ports
+DEMO_KEY_FILE = "demo-key"  # the demo workspace's one API key (0600)
+DEV_SERVICE_KEY_FILE = "dev-service-key"  # the dev stack's one service key (0600)
 WORKER_STOP_WAIT = 5.0  # seconds running jobs get to finish on Ctrl-C
 
 # The seed's three Account objects, as the API reference shows them.
@@ -164,9 +178,52 @@ def embedded_servers(settings: Settings) -> Iterator[Settings]:
         yield settings.model_copy(update=update)
 
 
+def _read_key(path: Path, well_formed: Callable[[str], bool]) -> str | None:
+    with contextlib.suppress(OSError):
+        key = path.read_text().strip()
+        if well_formed(key):
+            return key
+    return None
+
+
+def _write_secret(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    tmp.replace(path)
+
+
+async def _dev_service_key(conn: asyncpg.Connection, path: Path) -> str:
+    """The dev stack's service key (every scope): the one kept in ``path`` while it still
+    works, else a new one; other active keys of that name are revoked."""
+    key = _read_key(path, api_keys.is_well_formed_service_key)
+    row = None
+    if key is not None:
+        row = await service_keys.resolve_service_key(conn, api_keys.hash_api_key(key))
+    if key is None or row is None:
+        key, key_id = api_keys.new_service_key(), api_keys.new_service_key_id()
+        await service_keys.insert_service_key(
+            conn,
+            key_id,
+            DEV_SERVICE_KEY_NAME,
+            api_keys.service_key_display_prefix(key),
+            api_keys.hash_api_key(key),
+            list(SCOPES),
+        )
+    else:
+        key_id = row["id"]
+    await service_keys.revoke_other_service_keys(conn, DEV_SERVICE_KEY_NAME, key_id)
+    _write_secret(path, key + "\n")
+    return key
+
+
 async def seed_demo(settings: Settings, vault: Vault) -> tuple[str, str]:
-    """Create the demo accounts on first run, and a fresh API key and service key (every
-    scope) on every run."""
+    """Create the demo accounts on first run, and keep the demo workspace at one active API
+    key: the one in ``<data dir>/demo-key`` while it still works, else a new one. Any other
+    active key of the workspace is revoked. The same for the dev service key."""
+    key_file = settings.data_dir / DEMO_KEY_FILE
+    key = _read_key(key_file, api_keys.is_well_formed_key)
     conn = await asyncpg.connect(settings.database_url)
     try:
         async with conn.transaction():
@@ -176,37 +233,138 @@ async def seed_demo(settings: Settings, vault: Vault) -> tuple[str, str]:
             )
             if existing == 0:
                 await import_accounts(conn, vault, workspace_id, parse_lines(demo_lines()))
-            key = api_keys.new_api_key()
-            await workspaces.insert_key(
-                conn,
-                api_keys.new_key_id(),
-                workspace_id,
-                api_keys.key_display_prefix(key),
-                api_keys.hash_api_key(key),
+            row = (
+                None
+                if key is None
+                else await workspaces.resolve_key(conn, api_keys.hash_api_key(key))
             )
-            service_key = api_keys.new_service_key()
-            await service_keys.insert_service_key(
-                conn,
-                api_keys.new_service_key_id(),
-                DEV_SERVICE_KEY_NAME,
-                api_keys.service_key_display_prefix(service_key),
-                api_keys.hash_api_key(service_key),
-                list(SCOPES),
-            )
+            if key is not None and row is not None and row["workspace_id"] == workspace_id:
+                key_id = row["id"]
+            else:
+                key, key_id = api_keys.new_api_key(), api_keys.new_key_id()
+                await workspaces.insert_key(
+                    conn,
+                    key_id,
+                    workspace_id,
+                    api_keys.key_display_prefix(key),
+                    api_keys.hash_api_key(key),
+                )
+            revoked = await workspaces.revoke_other_keys(conn, workspace_id, key_id)
+            service_key = await _dev_service_key(conn, settings.data_dir / DEV_SERVICE_KEY_FILE)
     finally:
         await conn.close()
+    if revoked:
+        log.info("revoked %d other key(s) of the %s workspace", revoked, DEMO_WORKSPACE)
+    _write_secret(key_file, key + "\n")
     return key, service_key
 
 
+PICK_PORTS = (
+    "pick other ports: `python3 dev.py --port P` moves the API to P and the sandbox to P+10, "
+    "`--sandbox-port Q` moves the sandbox alone"
+)
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Somebody listens on host:port (bound as aiohttp binds: SO_REUSEADDR, so a TIME_WAIT
+    leftover is no clash)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False  # the bind itself will say what is wrong with the host
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def _clash(service: str, host: str, port: int, exc: OSError | None = None) -> CommandError:
+    why = "another program listens there" if exc is None else exc.strerror or str(exc)
+    return CommandError(f"{service} wants {host}:{port}, but {why}; {PICK_PORTS}")
+
+
+def check_ports(host: str, port: int, sandbox_port: int) -> None:
+    """Refuse before anything starts if the API's or the sandbox's port is taken."""
+    if port == sandbox_port:
+        raise CommandError(f"the API and the sandbox cannot share port {port}; {PICK_PORTS}")
+    for service, where, number in (
+        ("the API", host, port),
+        ("the platform sandbox", "127.0.0.1", sandbox_port),
+    ):
+        if _port_taken(where, number):
+            raise _clash(service, where, number)
+
+
 @contextlib.asynccontextmanager
-async def running_site(app: web.Application, host: str, port: int) -> AsyncIterator[None]:
+async def running_site(
+    app: web.Application, host: str, port: int, service: str = "the server"
+) -> AsyncIterator[None]:
     runner = AppRunner(app, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:  # taken since check_ports, or a host we cannot bind
+            raise _clash(service, host, port, exc) from exc
         yield
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def single_instance(data_dir: Path, host: str, port: int, sandbox_port: int) -> Iterator[None]:
+    """Hold ``<data dir>/dev.lock`` for the life of this stack, or refuse at once, naming
+    the stack that holds it. The kernel drops the lock when its holder dies, however."""
+    path = data_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_env_file(path)
+            raise CommandError(
+                f"another `octopost dev` (pid {holder.get('pid', '?')}, API on "
+                f"{holder.get('api', '?')}, sandbox on {holder.get('sandbox', '?')}) already "
+                f"runs on the data dir {data_dir}; use that one, or stop it first (Ctrl-C in "
+                "its shell). A second stack needs a data dir of its own: "
+                "OCTOPOST_DATA_DIR=.var2 python3 dev.py --port 8180"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(
+            fd,
+            f"pid={os.getpid()}\napi={host}:{port}\nsandbox=127.0.0.1:{sandbox_port}\n".encode(),
+        )
+        yield
+    finally:
+        os.close(fd)
+
+
+def reset_data(data_dir: Path) -> list[str]:
+    """Stop and delete the embedded servers' data (under the instance lock); what went."""
+    from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    for var in ("DATABASE_URL", "REDIS_URL"):
+        if var in os.environ:
+            raise CommandError(
+                f"--reset deletes the embedded servers' data, but {var} is set: this stack "
+                f"uses that server, so reset it yourself (or unset {var})"
+            )
+    removed = []
+    for name, server in (("pg", EmbeddedPostgres), ("redis", EmbeddedRedis)):
+        path = data_dir / name
+        if path.exists():
+            server(path).stop()  # a server a crashed stack left running on it
+            shutil.rmtree(path)
+            removed.append(str(path))
+    key_file = data_dir / DEMO_KEY_FILE
+    if key_file.exists():
+        key_file.unlink()
+        removed.append(str(key_file))
+    return removed
 
 
 def dev_env_path(data_dir: Path) -> Path:
@@ -302,8 +460,29 @@ def sandbox_app(platform_settings: Any = None) -> web.Application:
     return app
 
 
+class _StopSignal(logging.Filter):
+    """arq names the signal of a worker it does not handle signals for SIGUSR1 when it
+    closes; name the one that stopped the stack instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name_of_signal = "the stop of octopost dev"  # until a signal says which
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            isinstance(record.msg, str)
+            and record.msg.startswith("shutdown on ")
+            and isinstance(record.args, tuple)
+            and record.args[:1] == ("SIGUSR1",)
+        ):
+            record.args = (self.name_of_signal, *record.args[1:])
+        return True
+
+
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings, sandbox_url: str, stop_signal: _StopSignal | None = None
+) -> AsyncIterator[Worker]:
     """The arq worker in this event loop, checking tokens against the sandbox."""
     from worker.assembly import make_worker
     from worker.runtime import CTX_KEY
@@ -327,15 +506,23 @@ async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[
         running = [t for t in worker.tasks.values() if not t.done()]
         if running:
             await asyncio.wait(running, timeout=WORKER_STOP_WAIT)
-        await worker.close()
+        arq_log = logging.getLogger("arq.worker")
+        if stop_signal is not None:
+            arq_log.addFilter(stop_signal)
+        try:
+            await worker.close()
+        finally:
+            if stop_signal is not None:
+                arq_log.removeFilter(stop_signal)
         await asyncio.wait([task])
 
 
-async def serve_dev(settings: Settings, host: str, port: int) -> None:
+async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int) -> None:
+    from worker.runtime import runtime
+
     vault = load_vault(settings)
     await migrate(settings.database_url)
     key, service_key = await seed_demo(settings, vault)
-    sandbox_port = port + SANDBOX_PORT_OFFSET
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     internal_port = port + INTERNAL_PORT_OFFSET
     platforms = dev_platform_settings(sandbox_url)
@@ -347,16 +534,21 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
     settings = settings.model_copy(
         update={"public_base_url": base, "connect_redirect_origins": ",".join(origins)}
     )
+    stop_signal = _StopSignal()
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(
-            running_site(sandbox_app(platforms), "127.0.0.1", sandbox_port)
+            running_site(sandbox_app(platforms), "127.0.0.1", sandbox_port, "the platform sandbox")
         )
         public = create_app(settings, platform_settings=platforms)
-        await stack.enter_async_context(running_site(public, host, port))
+        await stack.enter_async_context(running_site(public, host, port, "the API"))
         internal = create_internal_app(settings, shared=public, platform_settings=platforms)
         # the internal API is for other services on this machine: never on a public address
-        await stack.enter_async_context(running_site(internal, "127.0.0.1", internal_port))
-        await stack.enter_async_context(running_worker(settings, sandbox_url))
+        await stack.enter_async_context(
+            running_site(internal, "127.0.0.1", internal_port, "the internal API")
+        )
+        worker = await stack.enter_async_context(running_worker(settings, sandbox_url, stop_signal))
+        # one /metrics for the whole stack: the API's, and the worker's after them
+        public[appkeys.METRICS].include(runtime(worker.ctx).metrics.registry)
         env_file = stack.enter_context(
             dev_env_file(
                 settings.data_dir,
@@ -378,11 +570,13 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
             f"  internal API {internal_base}/internal/v1   "
             f"(OpenAPI: {internal_base}/internal/v1/openapi.json)\n"
+            f"  metrics      {base}/metrics   (the API's and the worker's)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
             f"  worker       token health ({schedule}) and revocations\n"
-            f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
+            f"  workspace    {DEMO_WORKSPACE!r}, its API key (kept in "
+            f"{settings.data_dir / DEMO_KEY_FILE}):\n\n{key}\n\n"
             f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
-            f"API (shown once):\n\n{service_key}\n\n"
+            f"API (kept in {settings.data_dir / DEV_SERVICE_KEY_FILE}):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
             f"        curl {internal_base}/internal/v1/service-key "
             f'-H "Authorization: Bearer {service_key}"\n'
@@ -390,25 +584,44 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             "  connect:   README.md, 'Connecting accounts' (sandbox consent screens at "
             f"{sandbox_url}/sandbox/login)\n"
             f"  other octopost commands find these servers through {env_file}\n"
+            "  start again from the demo data: python3 dev.py --reset\n"
             "  stop: Ctrl-C\n",
             flush=True,
         )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def stop_on(sig: signal.Signals) -> None:
+            stop_signal.name_of_signal = sig.name
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, stop_on, sig)
         await stop.wait()
         print("octopost dev: stopping", flush=True)
 
 
-def run_dev(settings: Settings, *, host: str, port: int) -> int:
+def run_dev(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    sandbox_port: int | None = None,
+    reset: bool = False,
+) -> int:
+    """Failures a user can fix (a port taken, a second start, a server unreachable) are
+    raised for the CLI's one error path to print as one line."""
+    sandbox_port = port + SANDBOX_PORT_OFFSET if sandbox_port is None else sandbox_port
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    with embedded_servers(settings) as effective:
-        try:
-            asyncio.run(serve_dev(effective, host, port))
-        except OSError as exc:  # a port in use, mostly
-            print(f"octopost dev: {exc}", file=sys.stderr)
-            return 1
+    data = settings.data_dir.resolve()
+    # Before anything that could touch what a running stack on this data dir uses.
+    with single_instance(data, host, port, sandbox_port):
+        if reset:
+            removed = reset_data(data)
+            print(f"octopost dev: reset: removed {', '.join(removed) or 'nothing (no data yet)'}")
+        check_ports(host, port, sandbox_port)
+        with embedded_servers(settings) as effective:
+            asyncio.run(serve_dev(effective, host, port, sandbox_port))
     return 0
 
 

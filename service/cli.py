@@ -5,15 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import importlib
 import logging
 import os
+import socket
 import sys
+import traceback
+import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TextIO
 
 import asyncpg
+import pydantic
+import redis.exceptions
 
 from service.core import api_keys, ids
 from service.core.db import MigrationsMissing, migrate
@@ -25,6 +32,15 @@ from service.core.settings import Settings
 from service.core.vault import Sealed
 
 Command = Callable[[argparse.Namespace, Settings], Awaitable[int] | int]
+
+
+class CommandError(Exception):
+    """An expected failure: printed as one line, `octopost: <message>`, with exit status 1
+    (2 for a usage error). Commands raise it; `main` prints it."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def _configure_logging() -> None:
@@ -191,14 +207,22 @@ async def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    given = args.key.strip()
     conn = await _connect(settings)
     try:
-        rows = await workspaces.revoke_key(conn, args.key)
+        if api_keys.is_well_formed_key(given):  # the key itself, as a user (or a leak) has it
+            rows = await workspaces.revoke_key_by_hash(conn, api_keys.hash_api_key(given))
+            shown = f"{api_keys.key_display_prefix(given)}... (the key given)"
+        else:  # an id, or the prefix `keys list` shows (its "..." allowed)
+            shown = repr(given)
+            rows = await workspaces.revoke_key(conn, given.removesuffix("...").rstrip("."))
     finally:
         await conn.close()
     if not rows:
-        print(f"no active key matches {args.key!r}", file=sys.stderr)
-        return 1
+        raise CommandError(
+            f"no active key matches {shown}: it is revoked already or never existed here; "
+            "`octopost keys list` shows the keys of this database"
+        )
     for row in rows:
         print(f"revoked {row['id']} ({row['prefix']}...)")
     return 0
@@ -210,10 +234,16 @@ async def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await workspaces.list_keys(conn)
     finally:
         await conn.close()
+    if not rows:
+        print(
+            "no API keys yet; create one with `octopost keys create --workspace NAME`",
+            file=sys.stderr,
+        )
+        return 0
     print(f"{'id':<18} {'prefix':<17} {'workspace':<20} {'created':<20} {'last used':<20} state")
     for r in rows:
         print(
-            f"{r['id']:<18} {r['prefix'] + '...':<17} {r['workspace'][:20]:<20} "
+            f"{r['id']:<18} {r['prefix']:<17} {r['workspace'][:20]:<20} "
             f"{_ts(r['created_at']):<20} {_ts(r['last_used_at']):<20} "
             f"{'revoked ' + _ts(r['revoked_at']) if r['revoked_at'] else 'active'}"
         )
@@ -440,6 +470,11 @@ async def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
     conn = await _connect(settings)
     redis = redis_client(settings.redis_url)
     try:
+        if args.account and await accounts.workspace_of(conn, args.account) is None:
+            raise CommandError(
+                f"no connected account {args.account!r}; `GET /v1/accounts` lists a "
+                "workspace's accounts (a disconnected one is never checked again)"
+            )
         sweep_id = await sweeps.create_sweep(conn, "manual", args.platform, args.account)
         await enqueue_sweep(redis, sweep_id)
         scope = args.account or args.platform or "all accounts"
@@ -482,6 +517,9 @@ async def cmd_sweeps(args: argparse.Namespace, settings: Settings) -> int:
         rows = await sweeps.list_sweeps(conn, args.limit)
     finally:
         await conn.close()
+    if not rows:
+        print("no sweeps yet; start one with `octopost sweep`", file=sys.stderr)
+        return 0
     print(
         f"{'id':>6} {'trigger':<9} {'scope':<14} {'status':<9} {'started':<20} {'secs':>7} "
         + " ".join(f"{c:>11}" for c in (*SWEEP_COLUMNS, "skipped"))
@@ -516,6 +554,9 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
         rows = await revocations.list_revocations(conn, statuses, args.limit)
     finally:
         await conn.close()
+    if not rows:
+        print(f"no {' or '.join(statuses)} revocations", file=sys.stderr)
+        return 0
     print(
         f"{'id':<21} {'account':<21} {'platform':<10} {'status':<12} {'tries':>5} "
         f"{'created':<20} {'last activity':<20} last error"
@@ -526,8 +567,6 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
             f"{r['attempts']:>5} {_ts(r['created_at']):<20} "
             f"{_ts(r['completed_at'] or r['updated_at']):<20} {r['last_error'] or ''}"
         )
-    if not rows:
-        print(f"no {' or '.join(statuses)} revocations", file=sys.stderr)
     return 0
 
 
@@ -535,12 +574,21 @@ def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     devstack = _dev_tooling("devkit.stack")
     if devstack is None:
         return _no_dev_tooling("dev")
-    result: int = devstack.run_dev(settings, host=args.host, port=args.port)
+    result: int = devstack.run_dev(
+        settings, host=args.host, port=args.port, sandbox_port=args.sandbox_port, reset=args.reset
+    )
     return result
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="octopost", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="octopost",
+        description=__doc__,
+        epilog="An expected failure (a server down, a missing database or file) is one line "
+        "and exit status 1 (2 for a usage error); --debug, anywhere on the line, adds the "
+        "traceback.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of failures")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("migrate", help="apply pending SQL migrations")
@@ -650,42 +698,248 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.set_defaults(func=cmd_sandbox)
 
-    p = sub.add_parser("dev", help="run everything locally (embedded PostgreSQL and Redis)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p = sub.add_parser(
+        "dev",
+        help="run everything locally (embedded PostgreSQL and Redis)",
+        description=DEV_DESCRIPTION,
+        epilog=DEV_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address the API listens on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="the API's port (8080)")
+    p.add_argument(
+        "--sandbox-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="the platform sandbox's port on 127.0.0.1 (default: the API's port + 10)",
+    )
+    p.add_argument(
+        "--reset",
+        action="store_true",
+        help="delete the embedded PostgreSQL and Redis data (every account, key and event in "
+        "the data dir) and start from the demo data again",
+    )
     p.set_defaults(func=cmd_dev)
     return parser
 
 
-def _reach_running_dev_stack() -> None:
+DEV_DESCRIPTION = """\
+Run the whole service in one process: embedded PostgreSQL and Redis (unless DATABASE_URL /
+REDIS_URL name servers to use), migrations, a `demo` workspace with demo accounts and one
+API key, the API, the platform sandbox (fake platforms) and the token-health worker."""
+DEV_EPILOG = """\
+ports:
+  API            --host/--port (127.0.0.1:8080); /metrics there shows the worker's too
+  sandbox        127.0.0.1, --sandbox-port (the API's port + 10)
+  PostgreSQL     127.0.0.1, a free port chosen on first start and kept (DATA/pg/embedded.port)
+  Redis          127.0.0.1, likewise (DATA/redis/embedded.port)
+data (DATA = OCTOPOST_DATA_DIR, default .var in the current directory):
+  DATA/pg, DATA/redis   the embedded servers' data: kept between runs
+  DATA/demo-key         the demo workspace's API key, printed at every start
+  DATA/token-keys       the development token encryption key
+  DATA/dev.env          how other octopost commands find this stack (while it runs)
+reset:
+  octopost dev --reset  (python3 dev.py --reset) starts again from the demo data
+one stack per data dir: a second start on the same DATA refuses and names the first;
+for a second stack use another OCTOPOST_DATA_DIR and --port."""
+
+
+# ------------------------------------------------------------------ expected failures
+#
+# One error path for every command: an exception that is an expected failure (a server
+# that is down or refuses us, a missing database or file, a bad argument) becomes one line
+# naming what failed and what to do, exit status 1 (2 for usage). Anything else is a bug
+# and keeps its traceback; --debug shows the traceback of the expected ones too.
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    database_url: str
+    redis_url: str
+    # development, no live dev.env, and these variables unset: the defaults were tried
+    no_stack_for: frozenset[str]
+    dev_env: str
+
+
+def _redact(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _origin(exc: BaseException) -> str | None:
+    """Which dependency raised ``exc``: the innermost asyncpg or redis/arq frame of its
+    traceback (or of its causes')."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        tb = seen.__traceback__
+        modules = []
+        while tb is not None:
+            modules.append(str(tb.tb_frame.f_globals.get("__name__", "")))
+            tb = tb.tb_next
+        for module in reversed(modules):
+            if module.split(".")[0] == "asyncpg":
+                return "PostgreSQL"
+            if module.split(".")[0] in ("redis", "arq"):
+                return "Redis"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    if (
+        isinstance(exc, ConnectionRefusedError)
+        or getattr(exc, "errno", None) == errno.ECONNREFUSED
+        or "Connect call failed" in text
+        or "Connection refused" in text
+    ):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host: {exc.strerror}"
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return "timed out"
+    return text or type(exc).__name__
+
+
+def _no_stack(var: str, url: str, what: str, ctx: _Context) -> str:
+    return (
+        f"no running `octopost dev` was found ({ctx.dev_env} is missing or its process is "
+        f"gone) and {var} is not set, so the default {_redact(url)} was tried: {what}; start "
+        f"the stack with `python3 dev.py` in another shell, or set {var}"
+    )
+
+
+def _unreachable(service: str, var: str, url: str, reason: str, ctx: _Context) -> str:
+    if var in ctx.no_stack_for:
+        return _no_stack(var, url, reason, ctx)
+    return f"cannot reach {service} at {_redact(url)} ({reason}); is it running? check {var}"
+
+
+def _postgres_refused(answer: str, advice: str, ctx: _Context) -> str:
+    if "DATABASE_URL" in ctx.no_stack_for:
+        return _no_stack("DATABASE_URL", ctx.database_url, answer, ctx)
+    return f"PostgreSQL at {_redact(ctx.database_url)} answered: {answer}{advice}"
+
+
+def explain(exc: BaseException, ctx: _Context) -> tuple[str, int] | None:
+    """One sentence and an exit status for an expected failure; None for a bug."""
+    embedded = sys.modules.get("devkit.embedded")
+    if isinstance(exc, CommandError):
+        return str(exc), exc.status
+    if embedded is not None and isinstance(exc, embedded.EmbeddedServerError):
+        return f"an embedded server failed: {exc}", 1
+    if isinstance(exc, pydantic.ValidationError):
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"]).upper()
+        return f"invalid configuration: {name}: {error['msg']}; fix that variable", 1
+    if isinstance(exc, redis.exceptions.AuthenticationError):
+        return f"Redis at {_redact(ctx.redis_url)} refused us ({exc}); check REDIS_URL", 1
+    if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
+        return _unreachable("Redis", "REDIS_URL", ctx.redis_url, _reason(exc), ctx), 1
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        return _postgres_refused(str(exc), "; check the user and password in DATABASE_URL", ctx), 1
+    if isinstance(exc, asyncpg.InvalidCatalogNameError):
+        advice = "; create it (`createdb NAME`) or point DATABASE_URL at an existing one"
+        return _postgres_refused(str(exc), advice, ctx), 1
+    if isinstance(exc, asyncpg.UndefinedTableError):
+        return (
+            f"the database at {_redact(ctx.database_url)} has no octopost tables ({exc}); "
+            "run `octopost migrate` first"
+        ), 1
+    if isinstance(
+        exc,
+        asyncpg.CannotConnectNowError
+        | asyncpg.TooManyConnectionsError
+        | asyncpg.InsufficientPrivilegeError,
+    ):
+        return _postgres_refused(str(exc), "", ctx), 1
+    if isinstance(exc, FileNotFoundError):
+        return f"no such file or directory: {exc.filename or exc}", 1
+    if isinstance(exc, PermissionError):
+        return f"permission denied: {exc.filename or exc}; check who owns it", 1
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"{exc.strerror}: another program listens there; pick another --port", 1
+    if isinstance(exc, OSError):  # TimeoutError included
+        origin = _origin(exc)
+        if origin == "PostgreSQL":
+            return _unreachable(
+                "PostgreSQL", "DATABASE_URL", ctx.database_url, _reason(exc), ctx
+            ), 1
+        if origin == "Redis":
+            return _unreachable("Redis", "REDIS_URL", ctx.redis_url, _reason(exc), ctx), 1
+        return f"{exc}", 1
+    return None
+
+
+def _reach_running_dev_stack() -> bool:
     """In development, next to a running `octopost dev`: take the URLs of its embedded
-    servers from its dev.env for whatever the environment leaves unset."""
+    servers from its dev.env for whatever the environment leaves unset. True if found."""
     if os.environ.get("OCTOPOST_ENV", "development") != "development":
-        return
+        return False
     devstack = _dev_tooling("devkit.stack")
     if devstack is None:  # an installed package: there is no dev stack to reach
-        return
+        return False
     applied: list[str] = devstack.load_dev_env()
     if applied:
         print(
             f"octopost: using the running `octopost dev` for {', '.join(applied)} (its dev.env)",
             file=sys.stderr,
         )
+    return bool(applied)
+
+
+def _context(found_stack: bool) -> _Context:
+    defaults = Settings.model_fields
+    development = os.environ.get("OCTOPOST_ENV", "development") == "development"
+    unset = frozenset(v for v in ("DATABASE_URL", "REDIS_URL") if v not in os.environ)
+    data_dir = os.environ.get("OCTOPOST_DATA_DIR", ".var")
+    return _Context(
+        database_url=os.environ.get("DATABASE_URL", str(defaults["database_url"].default)),
+        redis_url=os.environ.get("REDIS_URL", str(defaults["redis_url"].default)),
+        no_stack_for=unset if development and not found_stack else frozenset(),
+        dev_env=os.path.join(data_dir, "dev.env"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv  # accepted anywhere on the line
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     _configure_logging()
-    if args.func is not cmd_dev:
-        _reach_running_dev_stack()
-    settings = Settings()
-    if getattr(args, "processes", 1) == 0:
-        args.processes = os.cpu_count() or 1
-    result = args.func(args, settings)
-    if asyncio.iscoroutine(result):
-        result = asyncio.run(result)
-    return int(result)
+    found_stack = args.func is not cmd_dev and _reach_running_dev_stack()
+    ctx = _context(found_stack)
+    try:
+        settings = Settings()
+        if getattr(args, "processes", 1) == 0:
+            args.processes = os.cpu_count() or 1
+        result = args.func(args, settings)
+        if asyncio.iscoroutine(result):
+            result = asyncio.run(result)
+        return int(result)
+    except KeyboardInterrupt:
+        print("octopost: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        explained = explain(exc, ctx)
+        if explained is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        message, status = explained
+        print(f"octopost: {message}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    # `python -m service.cli`: run the importable module's main, so that the CommandError
+    # other modules import (devkit.stack) is the class main() catches
+    from service.cli import main as _main
+
+    raise SystemExit(_main())

@@ -1,5 +1,6 @@
-"""What each platform answers, per endpoint kind and token state, in the shapes of
-/work/shared/PLATFORMS.md. Every platform knows the common states (valid, expired, revoked,
+"""What each platform answers, per endpoint kind and token state, in the shapes of the
+adapters' tables (``service/platforms/<platform>.py``, indexed in service/platforms/README.md).
+Every platform knows the common states (valid, expired, revoked,
 rotated, error, rate_limited; slow and flaky are resolved before these functions run) plus
 its own scenarios for the traps; a state a platform does not model gets its "unknown 4xx".
 """

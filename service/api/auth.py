@@ -15,6 +15,7 @@ from service.core.repository import workspaces
 
 # last_used_at is advisory; writing it more than once a minute per key is waste.
 TOUCH_INTERVAL_SECONDS = 60.0
+UNKNOWN_KEY = "invalid or revoked API key"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +83,12 @@ class Authenticator:
             raise Unauthorized("missing Authorization header; use 'Bearer oct_live_...'")
         scheme, _, key = header.partition(" ")
         key = key.strip()
-        if scheme.lower() != "bearer" or not is_well_formed_key(key):
+        if scheme.lower() != "bearer" or not key or any(c.isspace() for c in key):
             self.limiter.record_failure(client, now)
             raise Unauthorized("malformed Authorization header; use 'Bearer oct_live_...'")
+        if not is_well_formed_key(key):  # a Bearer token, just not one we could have issued
+            self.limiter.record_failure(client, now)
+            raise Unauthorized(UNKNOWN_KEY)
         digest = hash_api_key(key)
         cached = self._cache.get(digest)
         if cached is not None and cached.expires_at > now:
@@ -95,7 +99,7 @@ class Authenticator:
         if row is None or not hmac.compare_digest(row["key_hash"], digest):
             self._cache.pop(digest, None)
             self.limiter.record_failure(client, now)
-            raise Unauthorized("invalid or revoked API key")
+            raise Unauthorized(UNKNOWN_KEY)
         principal = Principal(row["id"], row["workspace_id"])
         self._remember(digest, principal, now)
         if (

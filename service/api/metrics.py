@@ -36,6 +36,11 @@ class ApiMetrics:
         # a (route, method, status) are looked up once. The key space is bounded: route
         # templates, METHODS and the statuses the app answers.
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._included: list[CollectorRegistry] = []
+
+    def include(self, registry: CollectorRegistry) -> None:
+        """Serve another registry's metrics on /metrics too (the dev stack's worker)."""
+        self._included.append(registry)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method if method in METHODS else "OTHER", status)
@@ -49,7 +54,7 @@ class ApiMetrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return b"".join(generate_latest(r) for r in (self.registry, *self._included))
 
 
 def route_name(request: web.Request) -> str:

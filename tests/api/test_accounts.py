@@ -122,6 +122,33 @@ async def test_bad_credentials_are_401_with_challenge(
     assert r.status == 200
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        # not `Bearer <token>`: malformed, and the message says what to send
+        (None, "missing Authorization header; use 'Bearer oct_live_...'"),
+        ("Bearer", "malformed Authorization header; use 'Bearer oct_live_...'"),
+        ("Bearer ", "malformed Authorization header; use 'Bearer oct_live_...'"),
+        ("Basic b2N0Og==", "malformed Authorization header; use 'Bearer oct_live_...'"),
+        (
+            "Bearer oct_live_a oct_live_b",
+            "malformed Authorization header; use 'Bearer oct_live_...'",
+        ),
+        # a Bearer token that is no key of ours, whatever its shape: unknown
+        ("Bearer oct_live_bogus", "invalid or revoked API key"),
+        ("Bearer not_a_key", "invalid or revoked API key"),
+        ("bearer oct_live_" + "A" * 32, "invalid or revoked API key"),
+    ],
+)
+async def test_malformed_header_and_unknown_key_are_told_apart(
+    api: Api, header: str | None, message: str
+) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    r = await api.request("GET", "/v1/accounts", headers=headers)
+    assert r.status == 401
+    assert (await body(r))["error"] == {"type": "unauthorized", "message": message}
+
+
 async def test_revoked_key_stops_working(api: Api, seeded: str, pool: Any, settings: Any) -> None:
     r = await api.request("GET", "/v1/accounts", seeded)
     assert r.status == 200

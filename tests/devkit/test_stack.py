@@ -241,3 +241,133 @@ def test_dev_env_fills_only_unset_variables_of_a_live_stack(tmp_path: Path) -> N
     assert load_dev_env(env) == [] and env == {"OCTOPOST_DATA_DIR": str(tmp_path)}
     # nothing to read
     assert load_dev_env({"OCTOPOST_DATA_DIR": str(tmp_path / "none")}) == []
+
+
+async def start_dev(env: dict[str, str], log: Path, *args: str) -> asyncio.subprocess.Process:
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service.cli",
+            "dev",
+            *args,
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+        )
+
+
+async def stop_dev(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    if proc.returncode is None:
+        proc.send_signal(sig)
+        try:
+            await asyncio.wait_for(proc.wait(), 60)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def banner_key(banner: str) -> str:
+    match = re.search(r"^(oct_live_\S+)$", banner, re.M)
+    assert match, banner
+    return match[1]
+
+
+async def test_a_second_start_never_harms_the_first_and_state_is_kept_or_reset(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """A second `octopost dev` on the same data dir refuses at once, naming the first (on
+    its port or another), and the first keeps serving; a port clash names the service that
+    wanted the port. Across restarts the demo workspace keeps its one key; --reset starts
+    again from the demo data. /metrics carries the worker's metrics; the worker's stop names
+    the signal that stopped it."""
+    port = port_pair()
+    env = dev_env(data_dir)
+    data_path = str(data_dir.resolve())  # noqa: ASYNC240 - before anything runs
+    first = await start_dev(env, tmp_path / "first.log", "--port", str(port))
+    try:
+        key = banner_key(await wait_for_banner(first, tmp_path / "first.log"))
+        env_file_before = text_of(data_dir / "dev.env")
+        api = f"http://localhost:{port}/v1/accounts"
+        for args in (("--port", str(port)), ("--port", str(port_pair())), ("--reset",)):
+            rc, out, err = await octopost(env, "dev", *args)
+            assert rc == 1, (args, out, err)
+            assert "Traceback" not in err
+            assert err.strip().splitlines()[-1] == (
+                f"octopost: another `octopost dev` (pid {first.pid}, API on 127.0.0.1:{port}, "
+                f"sandbox on 127.0.0.1:{port + SANDBOX_PORT_OFFSET}) already runs on the data "
+                f"dir {data_path}; use that one, or stop it first (Ctrl-C in its "
+                "shell). A second stack needs a data dir of its own: "
+                "OCTOPOST_DATA_DIR=.var2 python3 dev.py --port 8180"
+            ), err
+        # another data dir, the same port: the clash names who wanted which port
+        other = dev_env(tmp_path / "other")
+        rc, _, err = await octopost(other, "dev", "--port", str(port))
+        assert rc == 1 and "Traceback" not in err
+        assert (
+            err.strip()
+            .splitlines()[-1]
+            .startswith(
+                f"octopost: the API wants 127.0.0.1:{port}, but another program listens there; "
+                "pick other ports: `python3 dev.py --port P`"
+            )
+        ), err
+        free = port_pair()
+        rc, _, err = await octopost(
+            other, "dev", "--port", str(free), "--sandbox-port", str(port + SANDBOX_PORT_OFFSET)
+        )
+        assert rc == 1 and err.strip().splitlines()[-1].startswith(
+            f"octopost: the platform sandbox wants 127.0.0.1:{port + SANDBOX_PORT_OFFSET}, "
+        ), err
+        assert processes_under(tmp_path / "other") == []  # refused before starting anything
+
+        # the first is untouched: serving, its dev.env its own
+        assert first.returncode is None
+        assert text_of(data_dir / "dev.env") == env_file_before
+        async with aiohttp.ClientSession() as http:
+            assert len((await get_json(http, api, key))["accounts"]) == 9
+            async with http.get(f"http://localhost:{port}/metrics") as r:
+                metrics = await r.text()
+            assert "octopost_http_requests_total" in metrics
+            assert "# TYPE octopost_checks_total counter" in metrics  # the worker's
+            async with http.delete(
+                f"{api}/acc_ghi789", headers={"Authorization": f"Bearer {key}"}
+            ) as r:
+                assert r.status == 204
+    finally:
+        await stop_dev(first, signal.SIGINT)
+    text = text_of(tmp_path / "first.log")
+    assert first.returncode == 0, text[-3000:]
+    assert "shutdown on SIGINT" in text and "SIGUSR1" not in text, text[-3000:]
+
+    # again: the same key, still the workspace's only one; the deletion persisted
+    second = await start_dev(env, tmp_path / "second.log", "--port", str(port))
+    try:
+        assert banner_key(await wait_for_banner(second, tmp_path / "second.log")) == key
+        rc, out, err = await octopost(env, "keys", "list")
+        assert rc == 0, err
+        demo_rows = [line for line in out.splitlines()[1:] if " demo " in line]
+        assert len(demo_rows) == 1 and demo_rows[0].endswith("active"), out
+        async with aiohttp.ClientSession() as http:
+            ids_ = [a["id"] for a in (await get_json(http, api, key))["accounts"]]
+            assert "acc_ghi789" not in ids_
+    finally:
+        await stop_dev(second, signal.SIGTERM)
+    assert second.returncode == 0
+    assert "shutdown on SIGTERM" in text_of(tmp_path / "second.log")
+
+    # --reset: the demo data again, and a new key
+    third = await start_dev(env, tmp_path / "third.log", "--port", str(port), "--reset")
+    try:
+        banner = await wait_for_banner(third, tmp_path / "third.log")
+        assert "octopost dev: reset: removed " in banner
+        new_key = banner_key(banner)
+        assert new_key != key
+        async with aiohttp.ClientSession() as http:
+            listed = await get_json(http, api, new_key)
+            assert listed["accounts"][:3] == SEED_ACCOUNTS
+    finally:
+        await stop_dev(third, signal.SIGINT)
+    assert third.returncode == 0

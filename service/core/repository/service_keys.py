@@ -19,6 +19,10 @@ UPDATE service_keys SET revoked_at = now()
 WHERE (id = $1 OR prefix = $1 OR key_hash = $2) AND revoked_at IS NULL
 RETURNING id, name, prefix
 """
+REVOKE_OTHER_SERVICE_KEYS = """
+UPDATE service_keys SET revoked_at = now()
+WHERE name = $1 AND id <> $2 AND revoked_at IS NULL
+"""
 LIST_SERVICE_KEYS = """
 SELECT id, name, prefix, scopes, created_at, last_used_at, revoked_at FROM service_keys
 ORDER BY created_at, id
@@ -52,6 +56,12 @@ async def revoke_service_key(
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(REVOKE_SERVICE_KEY, id_or_prefix, key_hash)
     return rows
+
+
+async def revoke_other_service_keys(conn: asyncpg.Connection, name: str, keep_id: str) -> int:
+    """Revoke every active service key called ``name`` except ``keep_id``; how many were."""
+    status: str = await conn.execute(REVOKE_OTHER_SERVICE_KEYS, name, keep_id)
+    return int(status.split()[-1])
 
 
 async def list_service_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:

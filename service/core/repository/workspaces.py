@@ -26,6 +26,16 @@ UPDATE api_keys SET revoked_at = now()
 WHERE (id = $1 OR prefix = $1) AND revoked_at IS NULL
 RETURNING id, prefix
 """
+REVOKE_KEY_BY_HASH = """
+UPDATE api_keys SET revoked_at = now()
+WHERE key_hash = $1 AND revoked_at IS NULL
+RETURNING id, prefix
+"""
+# Every active key of a workspace but one (the dev stack keeps one demo key).
+REVOKE_OTHER_KEYS = """
+UPDATE api_keys SET revoked_at = now()
+WHERE workspace_id = $1 AND id <> $2 AND revoked_at IS NULL
+"""
 LIST_KEYS = """
 SELECT k.id, k.prefix, w.name AS workspace, k.created_at, k.last_used_at, k.revoked_at
 FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
@@ -63,6 +73,17 @@ async def touch_key(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> Non
 async def revoke_key(conn: asyncpg.Connection, prefix_or_id: str) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(REVOKE_KEY, prefix_or_id)
     return rows
+
+
+async def revoke_key_by_hash(conn: asyncpg.Connection, key_hash: bytes) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(REVOKE_KEY_BY_HASH, key_hash)
+    return rows
+
+
+async def revoke_other_keys(conn: asyncpg.Connection, workspace_id: int, keep_id: str) -> int:
+    """Revoke every active key of the workspace except ``keep_id``; how many were."""
+    status: str = await conn.execute(REVOKE_OTHER_KEYS, workspace_id, keep_id)
+    return int(status.split()[-1])
 
 
 async def list_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
