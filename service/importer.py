@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.fingerprints import refresh_fingerprints
 from service.ids import ID_RE, new_account_id
 from service.models import Platform
 from service.repository import imports
@@ -102,6 +103,10 @@ class ImportLine(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_scope)]
     ] = Field(default_factory=list, max_length=200)
     instance_url: BaseUrl | None = None
+    # The platform user who granted the connection when it is not the account itself (the
+    # Facebook user behind a Page, the Google `sub` behind a YouTube channel): push
+    # revocations name that user.
+    authorizing_user_id: Text | None = None
 
     @field_validator("scopes", mode="before")
     @classmethod
@@ -211,6 +216,7 @@ async def import_accounts(
     for p, account_id in zip(lines, ids, strict=True):
         d = p.data
         sealed = vault.seal_tokens(account_id, d.access_token, d.refresh_token)
+        refresh_digest, refresh_prefix_digest = refresh_fingerprints(d.refresh_token)
         rows.append(
             imports.ImportRow(
                 id=account_id,
@@ -230,6 +236,9 @@ async def import_accounts(
                 refresh_expires_at=d.refresh_token_expires_at,
                 scopes=d.scopes,
                 reconnect=(d.platform, d.platform_user_id) in existing,
+                authorizing_user_id=d.authorizing_user_id,
+                refresh_digest=refresh_digest,
+                refresh_prefix_digest=refresh_prefix_digest,
             )
         )
     await imports.upsert_accounts(conn, workspace_id, rows)

@@ -31,6 +31,7 @@ from service.settings import Settings
 from service.vault import Vault, new_key
 
 TABLES = (
+    "platform_notices",
     "sweeps",
     "account_events",
     "revocations",

@@ -23,13 +23,15 @@ IDS_TAKEN = "SELECT id FROM accounts WHERE id = ANY($1::text[])"
 # health state so the account is active and checked again soon.
 UPSERT_ACCOUNTS = """
 INSERT INTO accounts (id, workspace_id, platform, platform_user_id, username, display_name,
-                      avatar_url, instance_url, is_active, connected_at, last_used_at)
+                      avatar_url, instance_url, is_active, connected_at, last_used_at,
+                      authorizing_user_id)
 SELECT u.id, $1, u.platform, u.platform_user_id, u.username, u.display_name, u.avatar_url,
-       u.instance_url, u.is_active, coalesce(u.connected_at, now()), u.last_used_at
+       u.instance_url, u.is_active, coalesce(u.connected_at, now()), u.last_used_at,
+       u.authorizing_user_id
 FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-            $8::text[], $9::boolean[], $10::timestamptz[], $11::timestamptz[])
+            $8::text[], $9::boolean[], $10::timestamptz[], $11::timestamptz[], $12::text[])
      AS u(id, platform, platform_user_id, username, display_name, avatar_url, instance_url,
-          is_active, connected_at, last_used_at)
+          is_active, connected_at, last_used_at, authorizing_user_id)
 ON CONFLICT (workspace_id, platform, platform_user_id) WHERE disconnected_at IS NULL
 DO UPDATE SET
     username = EXCLUDED.username,
@@ -38,6 +40,7 @@ DO UPDATE SET
     instance_url = EXCLUDED.instance_url,
     is_active = EXCLUDED.is_active,
     last_used_at = coalesce(EXCLUDED.last_used_at, accounts.last_used_at),
+    authorizing_user_id = coalesce(EXCLUDED.authorizing_user_id, accounts.authorizing_user_id),
     health_status = 'unchecked',
     health_reason = NULL,
     health_error_code = NULL,
@@ -49,13 +52,14 @@ RETURNING id
 
 UPSERT_TOKENS = """
 INSERT INTO account_tokens (account_id, key_id, sealed, has_refresh, access_expires_at,
-                            refresh_expires_at, scopes)
+                            refresh_expires_at, scopes, refresh_digest, refresh_prefix_digest)
 SELECT u.account_id, u.key_id, u.sealed, u.has_refresh, u.access_expires_at,
-       u.refresh_expires_at, string_to_array(u.scopes, ' ')
+       u.refresh_expires_at, string_to_array(u.scopes, ' '), u.refresh_digest,
+       u.refresh_prefix_digest
 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::boolean[], $5::timestamptz[],
-            $6::timestamptz[], $7::text[])
+            $6::timestamptz[], $7::text[], $8::text[], $9::bytea[])
      AS u(account_id, key_id, sealed, has_refresh, access_expires_at, refresh_expires_at,
-          scopes)
+          scopes, refresh_digest, refresh_prefix_digest)
 ON CONFLICT (account_id) DO UPDATE SET
     key_id = EXCLUDED.key_id,
     sealed = EXCLUDED.sealed,
@@ -63,6 +67,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     access_expires_at = EXCLUDED.access_expires_at,
     refresh_expires_at = EXCLUDED.refresh_expires_at,
     scopes = EXCLUDED.scopes,
+    refresh_digest = EXCLUDED.refresh_digest,
+    refresh_prefix_digest = EXCLUDED.refresh_prefix_digest,
     generation = account_tokens.generation + 1,
     updated_at = now()
 """
@@ -92,6 +98,9 @@ class ImportRow:
     refresh_expires_at: datetime | None
     scopes: list[str]
     reconnect: bool
+    authorizing_user_id: str | None = None
+    refresh_digest: str | None = None
+    refresh_prefix_digest: bytes | None = None
 
 
 async def lock_workspace(conn: asyncpg.Connection, workspace_id: int) -> None:
@@ -127,6 +136,7 @@ async def upsert_accounts(
         [r.is_active for r in rows],
         [r.connected_at for r in rows],
         [r.last_used_at for r in rows],
+        [r.authorizing_user_id for r in rows],
     )
     # The workspace lock makes this impossible; if it ever happened the sealed tokens
     # would be bound to the wrong id, so refuse rather than write them.
@@ -141,6 +151,8 @@ async def upsert_accounts(
         [r.access_expires_at for r in rows],
         [r.refresh_expires_at for r in rows],
         [" ".join(r.scopes) for r in rows],
+        [r.refresh_digest for r in rows],
+        [r.refresh_prefix_digest for r in rows],
     )
     await conn.execute(
         INSERT_EVENTS,
