@@ -80,6 +80,13 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="octopost"'})
 
 
+class InvalidSignature(ApiError):
+    """A platform notice whose signature does not verify (forged, wrong secret, stale)."""
+
+    status = 401
+    type = "invalid_signature"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found"

@@ -14,11 +14,13 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.auth import Authenticator
     from service.metrics import ApiMetrics
+    from service.push.risc import RiscVerifier
 
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+RISC: web.AppKey[RiscVerifier] = web.AppKey("risc_verifier")
 HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
 REQUEST_ID = web.RequestKey("request_id", str)
