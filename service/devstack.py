@@ -38,6 +38,7 @@ from service.server import AppRunner
 from service.settings import Settings
 from service.tokenkeys import load_vault
 from service.vault import Vault
+from worker.sandbox.credentials import SANDBOX_CREDENTIALS
 
 log = logging.getLogger("octopost.dev")
 
@@ -48,19 +49,6 @@ DEV_ENV_FILE = "dev.env"
 # stale one.
 DEV_ENV_KEYS = ("DATABASE_URL", "REDIS_URL", "OCTOPOST_SANDBOX_URL")
 DEV_PID_KEY = "OCTOPOST_DEV_PID"
-# App credentials for the platforms that want them; the sandbox accepts any.
-SANDBOX_CREDENTIALS = {
-    "twitter_client_id": "sandbox-client",
-    "twitter_client_secret": "sandbox-secret",
-    "linkedin_client_id": "sandbox-client",
-    "linkedin_client_secret": "sandbox-secret",
-    "facebook_app_id": "sandbox-app",
-    "facebook_app_secret": "sandbox-secret",
-    "tiktok_client_key": "sandbox-client",
-    "tiktok_client_secret": "sandbox-secret",
-    "youtube_client_id": "sandbox-client",
-    "youtube_client_secret": "sandbox-secret",
-}
 WORKER_STOP_WAIT = 5.0  # seconds running jobs get to finish on Ctrl-C
 
 # The seed's three Account objects, as the API reference shows them.

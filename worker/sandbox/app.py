@@ -5,6 +5,8 @@ is the control API.
   (or a list of them) sets how a token is answered at every endpoint it is presented to.
 - ``GET /sandbox/calls?platform=&token=&limit=`` the calls received (most recent last).
 - ``DELETE /sandbox/calls`` clears the log; ``POST /sandbox/reset`` clears states and log.
+- ``POST /sandbox/push`` sends a signed platform push notice (see ``push.py``); the RISC
+  issuer's keys are at ``GET /google/oauth2/v3/certs``.
 
 The per-request path does no logging and no allocation beyond the answer, so one core
 serves thousands of requests per second; ``latency_ms`` adds a fixed delay to every answer.
@@ -14,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from worker.sandbox.answers import PLATFORMS, SCENARIOS, Ask, Platform
+from worker.sandbox.push import add_push
 from worker.sandbox.state import SETTABLE_STATES, SandboxState, TokenState
 
 SANDBOX_STATE = web.AppKey("sandbox_state", SandboxState)
@@ -29,7 +32,13 @@ KNOWN_STATES = SETTABLE_STATES | SCENARIOS
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def create_sandbox_app(latency_ms: float = 0) -> web.Application:
+def create_sandbox_app(
+    latency_ms: float = 0,
+    *,
+    credentials: Mapping[str, str] | None = None,
+    push_target: str | None = None,
+) -> web.Application:
+    """`push_target`: the service base URL `POST /sandbox/push` sends notices to by default."""
     app = web.Application()
     state = SandboxState()
     app[SANDBOX_STATE] = state
@@ -42,6 +51,7 @@ def create_sandbox_app(latency_ms: float = 0) -> web.Application:
     app.router.add_get("/sandbox/calls", get_calls)
     app.router.add_delete("/sandbox/calls", clear_calls)
     app.router.add_post("/sandbox/reset", reset)
+    add_push(app, credentials=credentials, target=push_target)
     return app
 
 
