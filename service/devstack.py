@@ -38,7 +38,7 @@ from service.server import AppRunner
 from service.settings import Settings
 from service.tokenkeys import load_vault
 from service.vault import Vault
-from worker.sandbox.credentials import SANDBOX_CREDENTIALS
+from worker.sandbox.credentials import SANDBOX_CREDENTIALS, push_receiver_settings
 
 log = logging.getLogger("octopost.dev")
 
@@ -121,6 +121,11 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
 ]
 
 
+# The platform user behind the demo Page and channel, as push notices name them.
+DEMO_AUTHORIZING_USERS = {"acc_fb0001": "fb-user-1", "acc_yt0001": "google-sub-1"}
+DEMO_PUSH = '{"platform": "facebook", "event": "deauthorize", "user_id": "fb-user-1"}'
+
+
 def demo_tokens(platform: str) -> tuple[str, str]:
     return f"demo-{platform}-access", f"demo-{platform}-refresh"
 
@@ -134,6 +139,11 @@ def demo_lines() -> list[str]:
                 **account,
                 "access_token": demo_tokens(account["platform"])[0],
                 "refresh_token": demo_tokens(account["platform"])[1],
+                **(
+                    {"authorizing_user_id": DEMO_AUTHORIZING_USERS[account["id"]]}
+                    if account["id"] in DEMO_AUTHORIZING_USERS
+                    else {}
+                ),
             }
         ).decode()
         for account in DEMO_ACCOUNTS
@@ -264,13 +274,14 @@ def dev_env_file(data_dir: Path, values: dict[str, str]) -> Iterator[Path]:
                 path.unlink()
 
 
-def sandbox_app() -> web.Application:
+def sandbox_app(push_target: str | None = None) -> web.Application:
     """The platform sandbox, agreeing with the demo data: the tokens of the demo accounts
-    that are inactive are revoked at the "platform", so a sweep keeps them inactive."""
+    that are inactive are revoked at the "platform", so a sweep keeps them inactive. Its
+    push notices go to `push_target` (the API) unless a request names another."""
     from worker.sandbox.app import SANDBOX_STATE, create_sandbox_app
     from worker.sandbox.state import TokenState
 
-    app = create_sandbox_app()
+    app = create_sandbox_app(credentials=SANDBOX_CREDENTIALS, push_target=push_target)
     tokens = app[SANDBOX_STATE].tokens
     for account in DEMO_ACCOUNTS:
         if not account["is_active"]:
@@ -319,8 +330,18 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
     key = await seed_demo(settings, vault)
     sandbox_port = port + SANDBOX_PORT_OFFSET
     sandbox_url = f"http://127.0.0.1:{sandbox_port}"
+    local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
+    base = f"http://{'localhost' if local else host}:{port}"
+    api_url = f"http://127.0.0.1:{port}" if local else base
+    # The push receivers take the sandbox's secrets and keys, as the worker's adapters do.
+    update = push_receiver_settings(sandbox_url)
+    if "OCTOPOST_PUBLIC_BASE_URL" not in os.environ:
+        update["public_base_url"] = base
+    settings = settings.model_copy(update=update)
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
+        await stack.enter_async_context(
+            running_site(sandbox_app(push_target=api_url), "127.0.0.1", sandbox_port)
+        )
         await stack.enter_async_context(running_site(create_app(settings), host, port))
         await stack.enter_async_context(running_worker(settings, sandbox_url))
         env_file = stack.enter_context(
@@ -333,8 +354,6 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
                 },
             )
         )
-        local = host in ("127.0.0.1", "0.0.0.0")  # noqa: S104 - naming, not binding
-        base = f"http://{'localhost' if local else host}:{port}"
         schedule = (
             f"a scheduled sweep every {settings.sweep_interval_minutes} min"
             if settings.sweep_interval_minutes > 0
@@ -348,6 +367,9 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            f"        curl {sandbox_url}/sandbox/push -d "
+            '\'{"platform": "facebook", "event": "deauthorize", "user_id": "fb-user-1"}\'\n'
+            "        (the demo Page's user removes the app: acc_fb0001 turns inactive)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
             flush=True,

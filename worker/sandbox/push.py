@@ -76,9 +76,10 @@ class Pusher:
     keys: list[tuple[str, rsa.RSAPrivateKey]] = field(default_factory=list)
     http: aiohttp.ClientSession | None = None
 
-    def __post_init__(self) -> None:
-        if not self.keys:
+    def signing_key(self) -> tuple[str, rsa.RSAPrivateKey]:
+        if not self.keys:  # made on first use: most sandboxes never sign a RISC token
             self.rotate()
+        return self.keys[-1]
 
     def rotate(self) -> str:
         kid = f"sandbox-risc-{len(self.keys) + 1}-{secrets.token_hex(4)}"
@@ -86,6 +87,7 @@ class Pusher:
         return kid
 
     def jwks(self) -> dict[str, Any]:
+        self.signing_key()
         out = []
         for kid, key in self.keys:
             jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
@@ -195,7 +197,7 @@ class Pusher:
             "jti": ask.get("jti", secrets.token_hex(16)),
             "events": {RISC_EVENTS[event] + event: body},
         }
-        kid, key = self.keys[-1]
+        kid, key = self.signing_key()
         if ask.get("forge"):
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         headers = {"kid": ask.get("kid", kid), "typ": "secevent+jwt"}
