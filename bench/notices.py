@@ -255,7 +255,10 @@ async def run(args: argparse.Namespace) -> list[Table]:
         f"{args.rate:g}/s",
         ["", "p50 ms", "p90 ms", "p99 ms", "max ms"],
     )
-    for name, values in (("notice answered (2xx)", answers), ("is_active false seen", flips)):
+    for name, values in (
+        ("notice answered (2xx)", answers),
+        ("`is_active` false seen on the public API", flips),
+    ):
         latency.add(
             name,
             *(fmt(percentile(values, p) * 1000, 1) for p in (50, 90, 99)),
