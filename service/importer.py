@@ -215,8 +215,10 @@ async def import_accounts(
     rows = []
     for p, account_id in zip(lines, ids, strict=True):
         d = p.data
-        sealed = vault.seal_tokens(account_id, d.access_token, d.refresh_token)
-        refresh_digest, refresh_prefix_digest = refresh_fingerprints(d.refresh_token)
+        refresh_token = d.refresh_token
+        sealed = vault.seal_tokens(account_id, d.access_token, refresh_token)
+        # fingerprints of the refresh token that is stored, whichever it is (RISC names it)
+        refresh_digest, refresh_prefix_digest = refresh_fingerprints(refresh_token)
         rows.append(
             imports.ImportRow(
                 id=account_id,

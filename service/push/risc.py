@@ -22,6 +22,7 @@ from jwt.exceptions import (
     PyJWKClientError,
     PyJWKError,
     PyJWKSetError,
+    PyJWTError,
 )
 
 from service.errors import BadRequest, InvalidSignature, ServiceUnavailable
@@ -93,7 +94,7 @@ class RiscVerifier:
             )
         except InvalidSignatureError:
             raise InvalidSignature("the token's signature does not verify") from None
-        except InvalidTokenError as exc:
+        except PyJWTError as exc:  # claims (iss, aud, iat, missing ones) or a key of another type
             raise BadRequest(f"the token was refused: {exc}") from None
         return claims
 
