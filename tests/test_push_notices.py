@@ -718,3 +718,64 @@ async def test_refresh_tokens_are_fingerprinted_at_import_and_at_refresh(
     _, refresh = vault.open_tokens(a, Sealed(row["key_id"], row["sealed"]))
     assert refresh is not None and refresh != "x-rt-rot"  # X rotates
     assert row["refresh_digest"] == sha512_sha512(refresh)
+
+
+async def test_a_check_in_flight_cannot_undo_a_push_revocation(
+    service: Service,
+    make_key: Any,
+    import_lines: Any,
+    pool: asyncpg.Pool,
+    psettings: Settings,
+    platforms: PlatformSettings,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from service.repository import health
+
+    await make_key("acme")
+    (a,) = await import_lines("acme", [account("tiktok", "act.racing")])
+    sweep_id = await health.create_sweep(pool, "manual", None, a)
+    claimed = await health.claim_due(
+        pool, sweep_id, platform=None, account_id=a, force=True, limit=10, lease_seconds=600
+    )
+    assert claimed == [a]  # the check has loaded the tokens and is waiting for the platform
+    await service.push(200, platform="tiktok", event="authorization.removed", user_id="act.racing")
+    await drain(psettings, platforms)
+    assert await state(pool, a) == (False, "revoked", "deauthorized_at_platform", False)
+    # ... and now the check's (stale) answer arrives: it must write nothing
+    valid = health.Outcome(
+        a, "valid", "healthy", None, True, datetime.now(UTC) + timedelta(hours=6), 0, None, None
+    )
+    assert await health.apply_outcomes(pool, sweep_id, [valid], 0) == (0, 0)
+    assert await state(pool, a) == (False, "revoked", "deauthorized_at_platform", False)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/platform-events/facebook/deauthorize",
+        "/platform-events/instagram/data-deletion",
+        "/platform-events/tiktok",
+        "/platform-events/google",
+        "/platform-events/twitter",
+    ],
+)
+async def test_garbage_is_a_json_4xx_never_a_500(
+    path: str, service: Service, pool: asyncpg.Pool
+) -> None:
+    bodies: list[tuple[bytes, dict[str, str]]] = [
+        (b"", {}),
+        (b"\xff\xfe\x00", {"Content-Type": "application/octet-stream"}),
+        (b"signed_request=" + b"A" * 9000, {"Content-Type": "application/x-www-form-urlencoded"}),
+        (b'{"data": [1, 2]}', {"Content-Type": "application/json"}),
+        (b"[]", {"Content-Type": "application/json", "TikTok-Signature": "t=,s="}),
+        (b"x" * (70 * 1024), {"Content-Type": "application/json"}),
+        (b"a=b", {"Content-Type": "multipart/form-data; boundary=zz"}),
+    ]
+    for body, headers in bodies:
+        async with service.http.post(f"{service.base}{path}", data=body, headers=headers) as r:
+            assert 400 <= r.status < 500, (body[:40], r.status, await r.text())
+            assert r.content_type == "application/json"
+            err = await r.json()
+            assert set(err["error"]) == {"type", "message"}
+    assert await inbox(pool) == []
