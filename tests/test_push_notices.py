@@ -779,3 +779,32 @@ async def test_garbage_is_a_json_4xx_never_a_500(
             err = await r.json()
             assert set(err["error"]) == {"type", "message"}
     assert await inbox(pool) == []
+
+
+async def test_octopost_notices_lists_the_inbox(
+    service: Service,
+    make_key: Any,
+    import_lines: Any,
+    pool: asyncpg.Pool,
+    psettings: Settings,
+    platforms: PlatformSettings,
+    settings: Settings,
+) -> None:
+    from tests.revocation_helpers import octopost
+
+    await make_key("acme")
+    await import_lines("acme", [account("twitter", "42")])
+    ask = {"platform": "twitter", "event": "oauth.revoke"}
+    await service.push(200, **ask, user_id="42", event_uuid="777")
+    await drain(psettings, platforms)
+    await service.push(200, **ask, user_id="43", event_uuid="778")  # no worker: stays pending
+    done = octopost(settings, "notices", "--status", "applied")
+    assert done.returncode == 0, done.stderr
+    (header, line) = done.stdout.splitlines()
+    assert header.split() == ["received", "platform", "event", "action", "status", "accounts", "id"]
+    assert line.split()[1:] == ["twitter", "oauth.revoke", "revoke", "applied", "1", "twitter:777"]
+    everything = octopost(settings, "notices")
+    assert [row.split()[-1] for row in everything.stdout.splitlines()[1:]] == [
+        "twitter:778",
+        "twitter:777",
+    ]

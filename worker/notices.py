@@ -50,6 +50,8 @@ async def apply_platform_notice(ctx: dict[str, Any], notice_id: str) -> dict[str
         elif ids and action is Action.check:
             changed = await notices.check_now(conn, ids)
         await notices.finish(conn, notice_id, len(changed))
+    rt.metrics.notices.labels(row["platform"], action.value).inc()
+    rt.metrics.notice_accounts.labels(row["platform"], action.value).inc(len(changed))
     log.info(
         "platform notice applied notice_id=%s platform=%s event=%s action=%s accounts=%s",
         notice_id,

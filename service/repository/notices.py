@@ -93,6 +93,12 @@ GET_DELETION = """
 SELECT confirmation_code, platform, status, matched, received_at, applied_at
 FROM platform_notices WHERE confirmation_code = $1
 """
+LIST_NOTICES = """
+SELECT id, platform, event, action, reason, status, matched, received_at, applied_at
+FROM platform_notices
+WHERE status = ANY($1::text[])
+ORDER BY received_at DESC, id DESC LIMIT $2
+"""
 
 EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
@@ -170,3 +176,10 @@ async def get_deletion(
 ) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(GET_DELETION, confirmation_code)
     return row
+
+
+async def list_notices(
+    conn: asyncpg.Pool | asyncpg.Connection, statuses: list[str], limit: int
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(LIST_NOTICES, statuses, limit)
+    return rows
