@@ -808,3 +808,37 @@ async def test_octopost_notices_lists_the_inbox(
         "twitter:778",
         "twitter:777",
     ]
+
+
+async def test_data_deletion_after_deauthorization_still_erases(
+    service: Service,
+    make_key: Any,
+    import_lines: Any,
+    pool: asyncpg.Pool,
+    psettings: Settings,
+    platforms: PlatformSettings,
+) -> None:
+    # Meta sends both when the user removes the app and asks for deletion: the first one
+    # erases the tokens, the second must still find the account
+    key = await make_key("acme")
+    (page,) = await import_lines("acme", [account("facebook", "p", authorizing_user_id="u")])
+    now = int(time.time())
+    ask = {"platform": "facebook", "user_id": "u"}
+    await service.push(200, **ask, event="deauthorize", timestamp=now)
+    await drain(psettings, platforms)
+    # another deauthorization (a later signed_request) finds it already so: no new event
+    await service.push(200, **ask, event="deauthorize", timestamp=now + 1)
+    await drain(psettings, platforms)
+    assert sorted(m for _, _, m in await inbox(pool)) == [0, 1]
+    assert await events(pool, page) == [
+        ("connected", None),
+        ("deactivated", "deauthorized_at_platform"),
+    ]
+    out = await service.push(200, **ask, event="data_deletion", timestamp=now + 2)
+    await drain(psettings, platforms)
+    status, body = await service.get(out["response"]["url"].split(".example", 1)[1])
+    assert (status, body["status"], body["accounts_deleted"]) == (200, "completed", 1)
+    status, _ = await service.get(f"/v1/accounts/{page}", key)
+    assert status == 404
+    row = await pool.fetchrow("SELECT username, display_name FROM accounts WHERE id = $1", page)
+    assert tuple(row) == ("", "")

@@ -23,24 +23,35 @@ SELECT id, platform, event, action, subject_type, subject, reason, detail, recei
 FROM platform_notices WHERE id = $1 AND status = 'pending'
 FOR UPDATE
 """
-# Matching is across every workspace. Only accounts whose tokens were stored before the
-# notice arrived: a reconnect made after it (while Redis was down, say) is not undone.
-_MATCH_LIVE = """
-SELECT a.id FROM accounts a JOIN account_tokens t ON t.account_id = a.id
-WHERE a.platform = $1 AND a.disconnected_at IS NULL AND t.updated_at <= $3
-"""
+# Matching is across every workspace, among the accounts whose tokens were stored before the
+# notice arrived: a reconnect made after it (while Redis was down, say) is not undone. An
+# account without tokens (already revoked by an earlier notice or check) still matches a
+# user: a data deletion request usually follows the deauthorization.
 MATCH = {
-    Subject.user: _MATCH_LIVE
-    + " AND (a.platform_user_id = $2 OR a.authorizing_user_id = $2)"
-    + " ORDER BY a.id FOR UPDATE OF a",
-    Subject.refresh_digest: _MATCH_LIVE
-    + " AND t.refresh_digest = $2 ORDER BY a.id FOR UPDATE OF a",
-    Subject.refresh_prefix_digest: _MATCH_LIVE
-    + " AND t.refresh_prefix_digest = decode($2, 'hex') ORDER BY a.id FOR UPDATE OF a",
+    Subject.user: """
+SELECT a.id FROM accounts a LEFT JOIN account_tokens t ON t.account_id = a.id
+WHERE a.platform = $1 AND a.disconnected_at IS NULL
+  AND (a.platform_user_id = $2 OR a.authorizing_user_id = $2)
+  AND (t.account_id IS NULL OR t.updated_at <= $3)
+ORDER BY a.id FOR UPDATE OF a
+""",
+    Subject.refresh_digest: """
+SELECT a.id FROM accounts a JOIN account_tokens t ON t.account_id = a.id
+WHERE a.platform = $1 AND a.disconnected_at IS NULL AND t.refresh_digest = $2
+  AND t.updated_at <= $3
+ORDER BY a.id FOR UPDATE OF a
+""",
+    Subject.refresh_prefix_digest: """
+SELECT a.id FROM accounts a JOIN account_tokens t ON t.account_id = a.id
+WHERE a.platform = $1 AND a.disconnected_at IS NULL
+  AND t.refresh_prefix_digest = decode($2, 'hex') AND t.updated_at <= $3
+ORDER BY a.id FOR UPDATE OF a
+""",
 }
 # The platform has already killed the tokens: erase them (no revoke call), stop checking
 # (a reconnect re-arms the checks), and drop any in-flight check's lease so its late
-# answer writes nothing (see APPLY_OUTCOMES in health.py).
+# answer writes nothing (see APPLY_OUTCOMES in health.py). An account already in exactly
+# this state (a second platform notice saying the same) is left as it is, without an event.
 DEACTIVATE = """
 WITH acc AS (
     UPDATE accounts
@@ -48,6 +59,8 @@ WITH acc AS (
         transient_failures = 0, lease_sweep_id = NULL,
         next_check_at = now() + interval '3650 days'
     WHERE id = ANY($1::text[]) AND disconnected_at IS NULL
+      AND (is_active OR health_status <> $2 OR health_reason IS DISTINCT FROM $3
+           OR EXISTS (SELECT 1 FROM account_tokens t WHERE t.account_id = accounts.id))
     RETURNING id
 ), tok AS (
     DELETE FROM account_tokens t USING acc WHERE t.account_id = acc.id
