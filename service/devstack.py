@@ -363,12 +363,11 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             "\noctopost dev is running.\n"
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
-            f"  worker       token health ({schedule}) and revocations\n"
+            f"  worker       token health ({schedule}), revocations, platform notices\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
-            f"        curl {sandbox_url}/sandbox/push -d "
-            '\'{"platform": "facebook", "event": "deauthorize", "user_id": "fb-user-1"}\'\n'
+            f"        curl {sandbox_url}/sandbox/push -d '{DEMO_PUSH}'\n"
             "        (the demo Page's user removes the app: acc_fb0001 turns inactive)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
