@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -249,6 +250,7 @@ async def run(args: argparse.Namespace) -> list[Table]:
             await jwks_runner.cleanup()
         redis.stop()
         pg.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
     latency = Table(
         f"Notice received -> is_active false on the public API, {args.notices} notices at "
