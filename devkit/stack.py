@@ -138,6 +138,11 @@ DEMO_ACCOUNTS: list[dict[str, Any]] = [
 ]
 
 
+# The platform user behind the demo Page and channel, as push notices name them.
+DEMO_AUTHORIZING_USERS = {"acc_fb0001": "fb-user-1", "acc_yt0001": "google-sub-1"}
+DEMO_PUSH = '{"platform": "facebook", "event": "deauthorize", "user_id": "fb-user-1"}'
+
+
 def demo_tokens(platform: str) -> tuple[str, str]:
     return f"demo-{platform}-access", f"demo-{platform}-refresh"
 
@@ -151,6 +156,11 @@ def demo_lines() -> list[str]:
                 **account,
                 "access_token": demo_tokens(account["platform"])[0],
                 "refresh_token": demo_tokens(account["platform"])[1],
+                **(
+                    {"authorizing_user_id": DEMO_AUTHORIZING_USERS[account["id"]]}
+                    if account["id"] in DEMO_AUTHORIZING_USERS
+                    else {}
+                ),
             }
         ).decode()
         for account in DEMO_ACCOUNTS
@@ -445,13 +455,19 @@ def dev_platform_settings(sandbox_url: str) -> Any:
     )
 
 
-def sandbox_app(platform_settings: Any = None) -> web.Application:
+def sandbox_app(platform_settings: Any = None, push_target: str | None = None) -> web.Application:
     """The platform sandbox, agreeing with the demo data: the tokens of the demo accounts
-    that are inactive are revoked at the "platform", so a sweep keeps them inactive."""
+    that are inactive are revoked at the "platform", so a sweep keeps them inactive. Its
+    push notices go to `push_target` (the API) unless a request names another."""
     from devkit.sandbox.app import SANDBOX_STATE, create_sandbox_app
+    from devkit.sandbox.credentials import SANDBOX_CREDENTIALS
     from devkit.sandbox.state import TokenState
 
-    app = create_sandbox_app(platform_settings=platform_settings)
+    app = create_sandbox_app(
+        platform_settings=platform_settings,
+        credentials=SANDBOX_CREDENTIALS,
+        push_target=push_target,
+    )
     tokens = app[SANDBOX_STATE].tokens
     for account in DEMO_ACCOUNTS:
         if not account["is_active"]:
@@ -531,13 +547,24 @@ async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int)
     # connect: the callback is on this API, and a browser may be sent back to it
     origins = [o for o in settings.connect_redirect_origins.split(",") if o.strip()]
     origins += [base, f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
-    settings = settings.model_copy(
-        update={"public_base_url": base, "connect_redirect_origins": ",".join(origins)}
-    )
+    api_url = f"http://127.0.0.1:{port}" if local else base
+    # The push receivers take the sandbox's secrets and keys, as the worker's adapters do.
+    from devkit.sandbox.credentials import push_receiver_settings
+
+    update = push_receiver_settings(sandbox_url)
+    update["connect_redirect_origins"] = ",".join(origins)
+    if "OCTOPOST_PUBLIC_BASE_URL" not in os.environ:
+        update["public_base_url"] = base
+    settings = settings.model_copy(update=update)
     stop_signal = _StopSignal()
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(
-            running_site(sandbox_app(platforms), "127.0.0.1", sandbox_port, "the platform sandbox")
+            running_site(
+                sandbox_app(platforms, push_target=api_url),
+                "127.0.0.1",
+                sandbox_port,
+                "the platform sandbox",
+            )
         )
         public = create_app(settings, platform_settings=platforms)
         await stack.enter_async_context(running_site(public, host, port, "the API"))
@@ -572,7 +599,7 @@ async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int)
             f"(OpenAPI: {internal_base}/internal/v1/openapi.json)\n"
             f"  metrics      {base}/metrics   (the API's and the worker's)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
-            f"  worker       token health ({schedule}) and revocations\n"
+            f"  worker       token health ({schedule}), revocations, platform notices\n"
             f"  workspace    {DEMO_WORKSPACE!r}, its API key (kept in "
             f"{settings.data_dir / DEMO_KEY_FILE}):\n\n{key}\n\n"
             f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
@@ -581,6 +608,8 @@ async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int)
             f"        curl {internal_base}/internal/v1/service-key "
             f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            f"        curl {sandbox_url}/sandbox/push -d '{DEMO_PUSH}'\n"
+            "        (the demo Page's user removes the app: acc_fb0001 turns inactive)\n"
             "  connect:   README.md, 'Connecting accounts' (sandbox consent screens at "
             f"{sandbox_url}/sandbox/login)\n"
             f"  other octopost commands find these servers through {env_file}\n"

@@ -570,6 +570,30 @@ async def cmd_revocations(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+async def cmd_notices(args: argparse.Namespace, settings: Settings) -> int:
+    from service.core.repository import notices
+
+    statuses = [args.status] if args.status else ["pending", "applied"]
+    conn = await _connect(settings)
+    try:
+        rows = await notices.list_notices(conn, statuses, args.limit)
+    finally:
+        await conn.close()
+    print(
+        f"{'received':<20} {'platform':<10} {'event':<22} {'action':<12} {'status':<8} "
+        f"{'accounts':>8} id"
+    )
+    for r in rows:
+        matched = "-" if r["matched"] is None else str(r["matched"])
+        print(
+            f"{_ts(r['received_at']):<20} {r['platform']:<10} {r['event'][:22]:<22} "
+            f"{r['action']:<12} {r['status']:<8} {matched:>8} {r['id']}"
+        )
+    if not rows:
+        print(f"no {' or '.join(statuses)} platform notices", file=sys.stderr)
+    return 0
+
+
 def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     devstack = _dev_tooling("devkit.stack")
     if devstack is None:
@@ -691,6 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="every status")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=cmd_revocations)
+
+    p = sub.add_parser("notices", help="list recent platform push notices (newest first)")
+    p.add_argument("--status", default=None, choices=("pending", "applied"))
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_notices)
 
     p = sub.add_parser("sandbox", help="serve the platform sandbox (fake platform APIs)")
     p.add_argument("--host", default="127.0.0.1")

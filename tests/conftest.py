@@ -34,6 +34,7 @@ TABLES = (
     "connect_sessions",
     "mastodon_apps",
     "service_keys",
+    "platform_notices",
     "sweeps",
     "account_events",
     "revocations",

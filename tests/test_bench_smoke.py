@@ -137,3 +137,14 @@ def test_missing_wrk_is_explained(module: str, tmp_path: Path) -> None:
     assert done.returncode == 2, done.stdout + done.stderr
     assert "wrk is not installed" in done.stderr
     assert "apt-get install -y wrk" in done.stderr
+
+
+def test_notice_bench_runs_at_a_tiny_size() -> None:
+    # private embedded servers of its own: nothing shared is touched
+    result = bench("notices", "--notices", "12", "--rate", "20", "--throughput", "30")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    row = next(line for line in out.splitlines() if line.startswith("| `is_active` false seen"))
+    p50, p99 = (float(c.replace(",", "")) for c in row.split("|")[2:5:2])
+    assert 0 < p50 <= p99 < 60_000, row
+    assert "| TikTok (HMAC-SHA256) |" in out and "| Google RISC (RS256 JWT) |" in out

@@ -21,10 +21,11 @@ from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
-from service.core.jobs import CHECK_JOB, REVOKE_JOB, SWEEP_JOB
+from service.core.jobs import CHECK_JOB, NOTICE_JOB, REVOKE_JOB, SWEEP_JOB
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
 from worker.checks import check_batch
+from worker.notices import apply_platform_notice, relay_platform_notices
 from worker.revoke import relay_revocations, revoke_account_tokens
 from worker.runtime import CTX_KEY, Runtime
 from worker.sweep import run_sweep, scheduled_sweep
@@ -45,11 +46,15 @@ def functions(settings: Settings) -> list[Function]:
             keep_result=60,
             max_tries=settings.revoke_max_attempts + 2,
         ),
+        func(apply_platform_notice, name=NOTICE_JOB, timeout=60, keep_result=60, max_tries=5),
     ]
 
 
 def cron_jobs(settings: Settings) -> list[CronJob]:
-    jobs = [cron(relay_revocations, second={7}, run_at_startup=True, timeout=120)]
+    jobs = [
+        cron(relay_revocations, second={7}, run_at_startup=True, timeout=120),
+        cron(relay_platform_notices, second={37}, run_at_startup=True, timeout=120),
+    ]
     if settings.sweep_interval_minutes > 0:
         minutes = set(range(0, 60, settings.sweep_interval_minutes))
         jobs.append(cron(scheduled_sweep, minute=minutes, second={0}, timeout=6 * 3600))

@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 
+from service.core.fingerprints import refresh_fingerprints
 from service.core.repository import sweeps
 from service.core.repository.sweeps import Outcome
 from service.core.vault import Sealed, VaultError
@@ -209,6 +210,8 @@ async def refresh_tokens(
             # simply omit it from the answer
             refresh = new.refresh_token or tokens.refresh_token
             sealed = rt.vault.seal_tokens(account.account_id, new.access_token, refresh)
+            # a rotated refresh token must still be found by a RISC notice naming it
+            refresh_digest, refresh_prefix_digest = refresh_fingerprints(refresh)
             stored = await sweeps.store_refreshed(
                 rt.pool,
                 account.account_id,
@@ -219,6 +222,8 @@ async def refresh_tokens(
                 access_expires_at=new.access_expires_at,
                 refresh_expires_at=new.refresh_expires_at,
                 scopes=list(new.scopes) if new.scopes else None,
+                refresh_digest=refresh_digest,
+                refresh_prefix_digest=refresh_prefix_digest,
             )
             if stored is None:
                 log.info(

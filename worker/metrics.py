@@ -1,4 +1,5 @@
-"""Prometheus metrics of the worker: checks by platform and outcome, latency, status, sweeps."""
+"""Prometheus metrics of the worker: checks by platform and outcome, latency, status, sweeps,
+revocations and platform notices."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ class WorkerMetrics:
             "octopost_revocations_total",
             "Revocation attempts by platform and result.",
             ["platform", "result"],
+            registry=self.registry,
+        )
+        self.notices = Counter(
+            "octopost_platform_notices_total",
+            "Platform push notices applied, by platform and action.",
+            ["platform", "action"],
+            registry=self.registry,
+        )
+        self.notice_accounts = Counter(
+            "octopost_platform_notice_accounts_total",
+            "Accounts changed by platform push notices, by platform and action.",
+            ["platform", "action"],
             registry=self.registry,
         )
 

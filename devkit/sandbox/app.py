@@ -9,6 +9,8 @@ is the control API.
   consent screen; the authorize paths, code exchanges and profile answers are in
   ``consent.py``. App credentials: ``app_credentials(platform_settings)``, the same ones a
   service pointed at this sandbox uses.
+- ``POST /sandbox/push`` sends a signed platform push notice (see ``push.py``); the RISC
+  issuer's keys are at ``GET /google/oauth2/v3/certs``.
 
 The per-request path does no logging and no allocation beyond the answer, so one core
 serves thousands of requests per second; ``latency_ms`` adds a fixed delay to every answer.
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -26,6 +28,7 @@ from aiohttp import web
 
 from devkit.sandbox import consent
 from devkit.sandbox.answers import PLATFORMS, SCENARIOS, Ask, Platform
+from devkit.sandbox.push import add_push
 from devkit.sandbox.state import SETTABLE_STATES, SandboxState, TokenState
 from service.platforms.config import PlatformSettings, app_credentials
 
@@ -36,8 +39,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def create_sandbox_app(
-    latency_ms: float = 0, platform_settings: PlatformSettings | None = None
+    latency_ms: float = 0,
+    platform_settings: PlatformSettings | None = None,
+    *,
+    credentials: Mapping[str, str] | None = None,
+    push_target: str | None = None,
 ) -> web.Application:
+    """`push_target`: the service base URL `POST /sandbox/push` sends notices to by default."""
     app = web.Application()
     state = SandboxState()
     app[SANDBOX_STATE] = state
@@ -58,6 +66,7 @@ def create_sandbox_app(
     app.router.add_get("/sandbox/calls", get_calls)
     app.router.add_delete("/sandbox/calls", clear_calls)
     app.router.add_post("/sandbox/reset", reset)
+    add_push(app, credentials=credentials, target=push_target)
     return app
 
 

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from service.api import appkeys, views
+from service.api import appkeys, push_views, views
 from service.api.appkeys import PRINCIPAL
 from service.api.auth import Authenticator
 from service.api.errors import PayloadTooLarge, RequestTimeout, error_middleware
@@ -40,12 +40,13 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # No endpoint reads a body, so aiohttp's client_max_size never triggers; refuse an
-    # oversized one up front instead of silently ignoring it.
+    # Only the platform-event receivers read a body (aiohttp's client_max_size bounds that
+    # read); elsewhere refuse an oversized one up front instead of silently ignoring it.
     limit = request.app[appkeys.SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    if request.content_length is None and request.body_exists:
+    reads_body = request.path.startswith(push_views.PREFIX + "/")
+    if request.content_length is None and request.body_exists and not reads_body:
         # A chunked body declares no length: count it (up to the limit) instead, and do not
         # wait for ever on a client that stops sending.
         size = 0
@@ -142,4 +143,5 @@ def create_app(
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)
     app.router.add_get("/metrics", metrics_view)
+    push_views.add_routes(app)
     return app

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from service.api.auth import Authenticator, Principal
     from service.api.connect import ConnectService
     from service.api.metrics import ApiMetrics
+    from service.api.push.risc import RiscVerifier
     from service.api.service_auth import ServiceAuthenticator
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,5 +24,6 @@ AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
 SERVICE_AUTHENTICATOR: web.AppKey[ServiceAuthenticator] = web.AppKey("service_authenticator")
 CONNECT: web.AppKey[ConnectService] = web.AppKey("connect")
+RISC: web.AppKey[RiscVerifier] = web.AppKey("risc_verifier")
 REQUEST_ID = web.RequestKey("request_id", str)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -85,6 +85,13 @@ class Forbidden(ApiError):
     type = "forbidden"
 
 
+class InvalidSignature(ApiError):
+    """A platform notice whose signature does not verify (forged, wrong secret, stale)."""
+
+    status = 401
+    type = "invalid_signature"
+
+
 class NotFound(ApiError):
     status = 404
     type = "not_found"

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.core.fingerprints import refresh_fingerprints
 from service.core.ids import ID_RE, Platform, new_account_id
 from service.core.repository import imports
 from service.core.vault import Sealed, Vault
@@ -101,7 +102,9 @@ class ImportLine(BaseModel):
         Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(_scope)]
     ] = Field(default_factory=list, max_length=200)
     instance_url: BaseUrl | None = None
-    # the person who authorized, when not the account (the Facebook user behind a Page)
+    # The platform user who granted the connection when it is not the account itself (the
+    # Facebook user behind a Page, the Google `sub` behind a YouTube channel): push
+    # revocations name that user.
     authorizing_user_id: Text | None = None
 
     @field_validator("scopes", mode="before")
@@ -226,6 +229,8 @@ async def import_accounts(
             # new tokens without a refresh token never erase the stored one
             refresh_token, refresh_expires_at = kept[account_id]
         sealed = vault.seal_tokens(account_id, d.access_token, refresh_token)
+        # fingerprints of the refresh token that is stored, whichever it is (RISC names it)
+        refresh_digest, refresh_prefix_digest = refresh_fingerprints(refresh_token)
         rows.append(
             imports.ImportRow(
                 id=account_id,
@@ -246,6 +251,8 @@ async def import_accounts(
                 scopes=d.scopes,
                 reconnect=(d.platform, d.platform_user_id) in existing,
                 authorizing_user_id=d.authorizing_user_id,
+                refresh_digest=refresh_digest,
+                refresh_prefix_digest=refresh_prefix_digest,
             )
         )
     await imports.upsert_accounts(conn, workspace_id, rows)

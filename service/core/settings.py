@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -74,6 +74,27 @@ class Settings(BaseSettings):
     revoke_backoff_max_seconds: float = 3600.0
     # The relay re-queues revocations still pending this long after their last touch.
     revoke_relay_grace_seconds: float = 60.0
+
+    # --- platform push notices (receivers under /platform-events on the public listener) ---
+    # The same variables the worker's platform adapters read (service/platforms/config.py):
+    # one value per credential, whoever uses it. An empty secret turns its receiver off.
+    facebook_app_secret: SecretStr = SecretStr("")
+    instagram_app_secret: SecretStr = SecretStr("")
+    threads_app_secret: SecretStr = SecretStr("")
+    tiktok_client_secret: SecretStr = SecretStr("")
+    # X signs webhooks with the app's consumer secret (OAuth 1.0a API secret), not the
+    # OAuth 2.0 client secret.
+    twitter_consumer_secret: SecretStr = SecretStr("")
+    # Google RISC: security event tokens must name this client id as their audience.
+    youtube_client_id: str = ""
+    google_risc_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    google_risc_issuer: str = "https://accounts.google.com/"
+    # An unknown `kid` refetches the key set at most once per this many seconds.
+    google_risc_jwks_refetch_seconds: float = 30.0
+    # A TikTok-Signature timestamp further than this from now is refused (replay).
+    tiktok_signature_tolerance_seconds: float = 300.0
+    # The relay re-queues notices still pending this long after they were received.
+    notice_relay_grace_seconds: float = 30.0
 
     # Where `octopost dev` keeps its embedded databases and the development token key.
     data_dir: Path = Path(".var")

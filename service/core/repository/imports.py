@@ -52,13 +52,14 @@ RETURNING id
 
 UPSERT_TOKENS = """
 INSERT INTO account_tokens (account_id, key_id, sealed, has_refresh, access_expires_at,
-                            refresh_expires_at, scopes)
+                            refresh_expires_at, scopes, refresh_digest, refresh_prefix_digest)
 SELECT u.account_id, u.key_id, u.sealed, u.has_refresh, u.access_expires_at,
-       u.refresh_expires_at, string_to_array(u.scopes, ' ')
+       u.refresh_expires_at, string_to_array(u.scopes, ' '), u.refresh_digest,
+       u.refresh_prefix_digest
 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::boolean[], $5::timestamptz[],
-            $6::timestamptz[], $7::text[])
+            $6::timestamptz[], $7::text[], $8::text[], $9::bytea[])
      AS u(account_id, key_id, sealed, has_refresh, access_expires_at, refresh_expires_at,
-          scopes)
+          scopes, refresh_digest, refresh_prefix_digest)
 ON CONFLICT (account_id) DO UPDATE SET
     key_id = EXCLUDED.key_id,
     sealed = EXCLUDED.sealed,
@@ -66,6 +67,8 @@ ON CONFLICT (account_id) DO UPDATE SET
     access_expires_at = EXCLUDED.access_expires_at,
     refresh_expires_at = EXCLUDED.refresh_expires_at,
     scopes = EXCLUDED.scopes,
+    refresh_digest = EXCLUDED.refresh_digest,
+    refresh_prefix_digest = EXCLUDED.refresh_prefix_digest,
     generation = account_tokens.generation + 1,
     updated_at = now()
 """
@@ -105,6 +108,8 @@ class ImportRow:
     scopes: list[str]
     reconnect: bool
     authorizing_user_id: str | None = None
+    refresh_digest: str | None = None
+    refresh_prefix_digest: bytes | None = None
 
 
 async def lock_workspace(conn: asyncpg.Connection, workspace_id: int) -> None:
@@ -162,6 +167,8 @@ async def upsert_accounts(
         [r.access_expires_at for r in rows],
         [r.refresh_expires_at for r in rows],
         [" ".join(r.scopes) for r in rows],
+        [r.refresh_digest for r in rows],
+        [r.refresh_prefix_digest for r in rows],
     )
     await conn.execute(
         INSERT_EVENTS,

@@ -152,7 +152,8 @@ STORE_REFRESHED = """
 UPDATE account_tokens SET
     key_id = $3, sealed = $4, has_refresh = $5, access_expires_at = $6,
     refresh_expires_at = coalesce($7, refresh_expires_at),
-    scopes = coalesce($8, scopes), generation = generation + 1, updated_at = now()
+    scopes = coalesce($8, scopes), refresh_digest = $9, refresh_prefix_digest = $10,
+    generation = generation + 1, updated_at = now()
 WHERE account_id = $1 AND generation = $2
 RETURNING generation
 """
@@ -277,6 +278,8 @@ async def store_refreshed(
     access_expires_at: datetime | None,
     refresh_expires_at: datetime | None,
     scopes: list[str] | None,
+    refresh_digest: str | None,
+    refresh_prefix_digest: bytes | None,
 ) -> int | None:
     new_generation: int | None = await conn.fetchval(
         STORE_REFRESHED,
@@ -288,6 +291,8 @@ async def store_refreshed(
         access_expires_at,
         refresh_expires_at,
         scopes,
+        refresh_digest,
+        refresh_prefix_digest,
     )
     return new_generation
 
