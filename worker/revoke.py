@@ -6,6 +6,7 @@ import logging
 import random
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from arq import Retry
 from arq.constants import result_key_prefix
@@ -13,9 +14,16 @@ from arq.jobs import Job, JobStatus
 
 from service.core.ids import new_revocation_id
 from service.core.jobs import Enqueued, enqueue_revocation, revoke_job_id
-from service.core.repository import revocations
+from service.core.repository import connect, revocations
 from service.core.vault import Sealed, VaultError
-from service.platforms.base import AccountRef, RevokeOutcome, RevokeResult, TokenSet
+from service.platforms.base import (
+    AccountRef,
+    PlatformAdapter,
+    RevokeOutcome,
+    RevokeResult,
+    TokenSet,
+)
+from service.platforms.mastodon import MastodonAdapter
 from worker.limits import PlatformPaused
 from worker.runtime import Runtime, runtime
 
@@ -57,6 +65,20 @@ async def _finish(
         "" if ended else " (already ended by another run)",
     )
     return status
+
+
+async def _learn_mastodon_app(
+    rt: Runtime, adapter: PlatformAdapter, instance_url: str | None
+) -> None:
+    """Mastodon's revoke wants the client credentials of the app the token was issued to: the
+    one the connect flow registered on that instance (stored sealed), unless configured."""
+    host = urlsplit(instance_url or "").hostname
+    if not host or not isinstance(adapter, MastodonAdapter) or host in adapter.apps:
+        return
+    app = await connect.get_mastodon_app(rt.pool, host)
+    if app is not None:
+        secret = rt.vault.open(f"mastodon:{host}", Sealed(app["key_id"], app["sealed_secret"]))
+        adapter.registered[host] = (app["client_id"], secret.decode())
 
 
 async def revoke_account_tokens(ctx: dict[str, Any], revocation_id: str) -> str:
@@ -104,6 +126,8 @@ async def revoke_account_tokens(ctx: dict[str, Any], revocation_id: str) -> str:
         )
     account = AccountRef(row["account_id"], platform, row["platform_user_id"], row["instance_url"])
     tokens = TokenSet(access, refresh)
+    if platform == "mastodon":
+        await _learn_mastodon_app(rt, adapter, row["instance_url"])
     try:
         result: RevokeResult = await rt.limits.call(
             platform, lambda: adapter.revoke(account, tokens)

@@ -130,6 +130,15 @@ def _platform_handler(
             token = request.query.get(field, "")
         else:
             token = str((await request.post()).get(field, ""))
+        if platform.name == "mastodon" and kind == "revoke":
+            form = {k: str(v) for k, v in (await request.post()).items()}
+            if consent.mastodon_revoke_refused(state.consent, token, form):
+                state.record(platform.name, request.method, request.path, token, 403)
+                body = {
+                    "error": "unauthorized_client",
+                    "error_description": "You are not authorized to revoke this token",
+                }
+                return _json(403, body)
         name, entry = state.resolve(token)
         if latency:
             await asyncio.sleep(latency)

@@ -83,6 +83,7 @@ class ConsentState:
         self.users: dict[str, tuple[str, User]] = {}  # token root -> (kind, user or page)
         self.pages: dict[str, list[User]] = {}  # Facebook user token root -> their Pages
         self.mastodon_apps: dict[str, MastodonApp] = {}
+        self.mastodon_clients: dict[str, str] = {}  # token root -> the app it was issued to
 
     def reset(self) -> None:
         self.__init__()  # type: ignore[misc]
@@ -536,6 +537,8 @@ def exchange_handler(
                 status, body = spec.bad_code
             else:
                 status, body = 200, spec.answer(state, grant, SCOPES[platform])
+                if platform == "mastodon":
+                    state.mastodon_clients[str(body["access_token"])] = client_id
         sandbox.record(platform, request.method, request.path, code, status)
         return _json(status, body)
 
@@ -910,3 +913,17 @@ def profile_answer(state: ConsentState, platform: str, kind: str, token: str, bo
     if platform == "bluesky" and kind == "verify":
         return body | {"handle": user["username"], "did": user["id"]}
     return body
+
+
+def mastodon_revoke_refused(state: ConsentState, token: str, form: Mapping[str, str]) -> bool:
+    """Mastodon revokes a token only for the app it was issued to (403 unauthorized_client
+    otherwise); tokens this sandbox did not issue through an app are not checked."""
+    client_id = state.mastodon_clients.get(token.split("~", 1)[0])
+    if client_id is None:
+        return False
+    app = state.mastodon_apps.get(client_id)
+    return not (
+        app is not None
+        and hmac.compare_digest(form.get("client_id", ""), client_id)
+        and hmac.compare_digest(form.get("client_secret", ""), app.client_secret)
+    )

@@ -85,6 +85,9 @@ class MastodonAdapter(HTTPAdapter, OAuthConnect):
         super().__init__(session, base_url, credentials, timeout=timeout)
         self.pin_base_url = pin_base_url  # the sandbox stands in for every instance
         self.apps = dict(apps or {})  # instance host -> (client_id, client_secret)
+        # apps the connect flow registered (kept in the database): the caller fills these in,
+        # as an adapter never reads the database; configured ones win
+        self.registered: dict[str, tuple[str, str]] = {}
         self.allow_private_hosts = allow_private_hosts
         self.endpoints = {}
 
@@ -173,7 +176,10 @@ class MastodonAdapter(HTTPAdapter, OAuthConnect):
     async def revoke(self, account: AccountRef, tokens: TokenSet) -> RevokeResult:
         if not (base := self.instance(account)):
             return RevokeResult(RevokeOutcome.failed, error_code="no_instance_url")
-        client_id, client_secret = self.apps.get(urlsplit(base).hostname or "", ("", ""))
+        # the app is the instance's (registered at connect, or configured), whatever base URL
+        # the call goes to (the sandbox stands in for every instance)
+        host = urlsplit(account.instance_url or base).hostname or ""
+        client_id, client_secret = self.apps.get(host) or self.registered.get(host, ("", ""))
         form = {
             "client_id": client_id,
             "client_secret": client_secret,

@@ -9,12 +9,14 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
+from arq.connections import ArqRedis
 
 from devkit.embedded import free_port
 from service.api.app import create_app
 from service.api.server import AppRunner
 from service.core.vault import Sealed, Vault
 from service.platforms.config import PlatformSettings
+from worker.assembly import make_worker
 from tests.connect.conftest import Stack, user
 
 
@@ -42,6 +44,40 @@ async def test_two_mastodon_connects_on_one_instance_register_one_app(
     status, account = await stack.account(second["account_id"])
     assert status == 200, account
     assert account["username"] == "mastodon_user2@mastodon.example"
+
+
+async def test_a_connected_mastodon_account_is_revoked_with_the_app_that_connected_it(
+    stack: Stack, pool: asyncpg.Pool, redis: ArqRedis
+) -> None:
+    # Mastodon revokes a token only for the app it was issued to; that app was registered by
+    # the connect flow and lives sealed in the database, not in the settings.
+    await stack.login("mastodon", user("mastodon", 1))
+    landed = await stack.connect("mastodon", instance="mastodon.example")
+    assert landed["status"] == "connected", landed
+    account_id = landed["account_id"]
+    async with stack.http.delete(
+        f"{stack.public}/v1/accounts/{account_id}",
+        headers={"Authorization": f"Bearer {stack.customer_key}"},
+    ) as r:
+        assert r.status == 204, await r.text()
+    worker = make_worker(
+        stack.settings,
+        platform_settings=stack.platform_settings,
+        burst=True,
+        handle_signals=False,
+        cron_jobs=[],
+        poll_delay=0.05,
+    )
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    row = await pool.fetchrow(
+        "SELECT status, last_error FROM revocations WHERE account_id = $1", account_id
+    )
+    assert row is not None and (row["status"], row["last_error"]) == ("done", None), row
+    revokes = [c for c in await stack.calls(platform="mastodon") if c["path"].endswith("/revoke")]
+    assert [c["status"] for c in revokes] == [200]
 
 
 @pytest.mark.parametrize(
