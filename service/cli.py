@@ -266,14 +266,7 @@ def _open_input(path: str) -> TextIO:
 
 async def cmd_accounts_import(args: argparse.Namespace, settings: Settings) -> int:
     vault = load_vault(settings)
-    try:
-        source = _open_input(args.file)
-    except OSError as exc:
-        print(
-            f"octopost: cannot read {args.file}: {exc.strerror or exc}; nothing was imported",
-            file=sys.stderr,
-        )
-        return 2
+    source = _open_input(args.file)  # a missing file is the one error path's (exit 1)
     try:
         parsed = parse_lines(source)
     except ImportRejected as exc:

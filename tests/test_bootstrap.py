@@ -58,6 +58,8 @@ def project(tmp_path: Path) -> Path:
     root.mkdir()
     shutil.copy(ROOT / "dev.py", root / "dev.py")
     (root / "pyproject.toml").write_text(PROBE_PYPROJECT)
+    # dev.py's install fingerprint covers setup.py, which the real project has
+    (root / "setup.py").write_text("from setuptools import setup\n\nsetup()\n")
     (root / "bootstrap_probe.py").write_text(PROBE_MODULE)
     return root
 

@@ -16,8 +16,8 @@ from service.api.app import create_app
 from service.api.server import AppRunner
 from service.core.vault import Sealed, Vault
 from service.platforms.config import PlatformSettings
-from worker.assembly import make_worker
 from tests.connect.conftest import Stack, user
+from worker.assembly import make_worker
 
 
 async def test_two_mastodon_connects_on_one_instance_register_one_app(
