@@ -40,6 +40,7 @@ from service.service_auth import SCOPES
 from service.settings import Settings
 from service.tokenkeys import load_vault
 from service.vault import Vault
+from worker.platforms.config import PlatformSettings
 
 log = logging.getLogger("octopost.dev")
 
@@ -305,18 +306,22 @@ def sandbox_app() -> web.Application:
     return app
 
 
-@contextlib.asynccontextmanager
-async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
-    """The arq worker in this event loop, checking tokens against the sandbox."""
-    from worker.platforms.config import PlatformSettings
-    from worker.runtime import CTX_KEY
-    from worker.settings import make_worker
-
-    platforms = PlatformSettings(
+def sandbox_platforms(sandbox_url: str) -> PlatformSettings:
+    """Every adapter pointed at the sandbox, with app credentials it accepts."""
+    return PlatformSettings(
         sandbox_url=sandbox_url,
         request_timeout_seconds=5,
         **SANDBOX_CREDENTIALS,  # type: ignore[arg-type]
     )
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[Worker]:
+    """The arq worker in this event loop, checking tokens against the sandbox."""
+    from worker.runtime import CTX_KEY
+    from worker.settings import make_worker
+
+    platforms = sandbox_platforms(sandbox_url)
     worker = make_worker(settings, platform_settings=platforms, handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
@@ -350,7 +355,9 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
         await stack.enter_async_context(running_site(sandbox_app(), "127.0.0.1", sandbox_port))
         public = create_app(settings)
         await stack.enter_async_context(running_site(public, host, port))
-        internal = create_internal_app(settings, shared=public)
+        internal = create_internal_app(
+            settings, shared=public, platform_settings=sandbox_platforms(sandbox_url)
+        )
         # the internal API is for other services on this machine: never on a public address
         await stack.enter_async_context(running_site(internal, "127.0.0.1", internal_port))
         await stack.enter_async_context(running_worker(settings, sandbox_url))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import orjson
 from aiohttp import web
@@ -21,13 +22,20 @@ from arq.connections import ArqRedis
 
 from service import internal_views, keys
 from service.app import redis_client, request_id_middleware
+from service.credentials import Issuer
 from service.db import create_pool
 from service.errors import error_middleware
 from service.internal_openapi import OPENAPI_PATH, build_internal_openapi
 from service.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.service_auth import SERVICE_PRINCIPAL, ServiceAuthenticator, requires_scope
 from service.settings import Settings
+from service.tokenkeys import load_vault
 from service.views import healthz, readyz
+from worker.limits import PlatformLimits
+from worker.metrics import WorkerMetrics
+from worker.platforms.config import PlatformSettings
+from worker.platforms.registry import build_adapters
+from worker.runtime import Runtime
 
 PREFIX = "/internal/v1/"
 
@@ -36,6 +44,14 @@ def add_routes(app: web.Application) -> None:
     """Every internal route, with the scope a service key needs for it."""
     r = app.router
     r.add_get("/internal/v1/service-key", internal_views.whoami, allow_head=False)
+    r.add_post(
+        "/internal/v1/accounts/{account_id}/credentials",
+        requires_scope("credentials", internal_views.issue_credentials),
+    )
+    r.add_post(
+        "/internal/v1/accounts/{account_id}/usage",
+        requires_scope("credentials", internal_views.report_usage),
+    )
 
 
 @web.middleware
@@ -61,6 +77,7 @@ def create_internal_app(
     pool: asyncpg.Pool | None = None,
     redis: ArqRedis | None = None,
     shared: web.Application | None = None,
+    platform_settings: PlatformSettings | None = None,
 ) -> web.Application:
     """Build the internal app. It uses the pool and Redis handed in, else those of `shared`
     (the public app of the same process, set up first), else its own."""
@@ -99,7 +116,29 @@ def create_internal_app(
         if given is None:
             await app[keys.REDIS].aclose()
 
-    app.cleanup_ctx.extend([database, queue])
+    async def issuance(app: web.Application) -> AsyncIterator[None]:
+        # What the worker's refresh needs, on this app's pool and Redis: the vault (the only
+        # place tokens are opened in the API), the platform adapters and the shared limits.
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=0, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as http:
+            rt = Runtime(
+                settings,
+                app[keys.POOL],
+                app[keys.REDIS],
+                load_vault(settings),
+                http,
+                build_adapters(http, platform_settings or PlatformSettings()),
+                PlatformLimits(
+                    app[keys.REDIS],
+                    concurrency=settings.platform_concurrency,
+                    rate_per_second=settings.platform_rate_per_second,
+                ),
+                WorkerMetrics(),
+            )
+            app[keys.ISSUER] = Issuer(rt)
+            yield
+
+    app.cleanup_ctx.extend([database, queue, issuance])
 
     openapi = orjson.dumps(build_internal_openapi())
 
@@ -112,6 +151,3 @@ def create_internal_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
-
-
-__all__ = ["create_internal_app", "requires_scope"]

@@ -21,10 +21,12 @@ from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
+from service.reported_checks import REPORTED_CHECK_JOB
 from service.revocations import REVOKE_JOB
 from service.settings import Settings
 from worker.checks import check_batch
 from worker.platforms.config import PlatformSettings
+from worker.reported import check_reported_account
 from worker.revoke import relay_revocations, revoke_account_tokens
 from worker.runtime import CTX_KEY, Runtime
 from worker.sweep import CHECK_JOB, SWEEP_JOB, run_sweep, scheduled_sweep
@@ -44,6 +46,14 @@ def functions(settings: Settings) -> list[Function]:
             timeout=120,
             keep_result=60,
             max_tries=settings.revoke_max_attempts + 2,
+        ),
+        # its kept result is what makes a burst of reports one check (see reported_checks)
+        func(
+            check_reported_account,
+            name=REPORTED_CHECK_JOB,
+            timeout=120,
+            keep_result=max(1, int(settings.reported_check_window_seconds)),
+            max_tries=3,
         ),
     ]
 
