@@ -390,9 +390,13 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
             f"API (shown once):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
-            f"        curl {internal_base}/internal/v1/service-key "
-            f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
+            "  the publisher's loop (internal API: a token, then what happened):\n"
+            f"        curl -X POST {internal_base}/internal/v1/accounts/acc_abc123/credentials "
+            f'-H "Authorization: Bearer {service_key}"\n'
+            f"        curl -X POST {internal_base}/internal/v1/accounts/acc_abc123/usage "
+            f'-H "Authorization: Bearer {service_key}" '
+            """-d '{"result": "published"}'\n"""
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",
             flush=True,
