@@ -16,6 +16,7 @@ from arq.connections import ArqRedis
 from yarl import URL
 
 from service.internal_app import create_internal_app
+from service.internal_models import IssuedCredentials
 from service.server import AppRunner
 from service.settings import Settings
 from tests.conftest import Api, free_port, with_tokens
@@ -140,6 +141,7 @@ async def test_issues_the_stored_token_the_platform_accepts_and_audits_it(
         "scopes": ["tweet.read", "tweet.write", "offline.access"],
         "instance_url": None,
     }
+    IssuedCredentials.model_validate(await r.json())  # the schema the OpenAPI shows
     # the platform takes it (and tells a refused one apart)
     assert await platform_accepts(sandbox, "twitter", "tw-access-1") == 200
     await sandbox.set("some-other-token", "revoked")
