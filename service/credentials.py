@@ -101,9 +101,14 @@ class Issuer:
         if task is None:
             task = asyncio.ensure_future(self._refresh(row, plan))
             self._refreshing[account_id] = task
-            task.add_done_callback(lambda _: self._refreshing.pop(account_id, None))
+            task.add_done_callback(lambda t: self._forget(account_id, t))
         # shielded: one caller going away must not cancel the refresh the others wait for
         return await asyncio.shield(task)
+
+    def _forget(self, account_id: str, task: asyncio.Task[Credentials]) -> None:
+        self._refreshing.pop(account_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone away meanwhile
 
     async def record(self, credentials: Credentials, key_id: str, key_name: str) -> None:
         await repo.record_issued(

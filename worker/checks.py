@@ -200,6 +200,11 @@ async def refresh_tokens(
             TokenOutcome.transient, reason="refresh_in_progress", retry_after=60.0
         ), False
     try:
+        # Whoever held the lock before us may have refreshed already: the tokens we read
+        # then are spent (a rotating platform would refuse them) and a second call is waste.
+        current = await health.read_tokens(rt.pool, account.account_id)
+        if current is None or current["generation"] != generation:
+            return CheckResult(TokenOutcome.valid, reason="rotated_elsewhere"), False
         result = await _call(
             rt, account.platform, "refresh", lambda: adapter.refresh(account, tokens)
         )

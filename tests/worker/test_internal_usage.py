@@ -275,3 +275,12 @@ async def test_a_burst_of_auth_failed_reports_makes_one_check(
     assert (
         len([c for c in await sandbox.calls(platform="mastodon") if c["token"] == "burst-a"]) == 1
     )
+
+
+async def test_an_oversized_body_is_413_in_the_one_error_body(
+    internal: Api, publisher: str, seeded: str
+) -> None:
+    big = b'{"result": "failed", "platform_error": "' + b"x" * 70_000 + b'"}'
+    r = await internal.request("POST", USAGE.format("acc_abc123"), publisher, data=big)
+    assert r.status == 413
+    assert (await r.json())["error"]["type"] == "payload_too_large"
