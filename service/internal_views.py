@@ -100,11 +100,13 @@ async def report_usage(request: web.Request) -> web.Response:
             account_id=account_id, result=report.result, last_used_at=row["last_used_at"]
         )
     else:
-        if not await repo.exists_live(pool, account_id):
+        active = await repo.is_active(pool, account_id)
+        if active is None:
             raise NotFound("account not found")
         queued = None
         if report.result == "auth_failed":
-            queued = await enqueue_reported_check(request.app[keys.REDIS], account_id)
+            # an inactive account was found dead already: checking it again tells nothing
+            queued = active and await enqueue_reported_check(request.app[keys.REDIS], account_id)
             log.info(
                 "auth failure reported account_id=%s platform_status=%s check_queued=%s "
                 "service_key=%s",

@@ -79,7 +79,7 @@ SELECT coalesce((SELECT last_used_at FROM upd), a.last_used_at) AS last_used_at,
        EXISTS (SELECT 1 FROM upd) AS moved
 FROM accounts a WHERE a.id = $1 AND a.disconnected_at IS NULL
 """
-EXISTS_LIVE = "SELECT EXISTS (SELECT 1 FROM accounts WHERE id = $1 AND disconnected_at IS NULL)"
+IS_ACTIVE = "SELECT is_active FROM accounts WHERE id = $1 AND disconnected_at IS NULL"
 
 
 async def load_for_issue(
@@ -130,5 +130,7 @@ async def mark_used(
     return row
 
 
-async def exists_live(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> bool:
-    return bool(await conn.fetchval(EXISTS_LIVE, account_id))
+async def is_active(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> bool | None:
+    """None: no such account (or disconnected)."""
+    active: bool | None = await conn.fetchval(IS_ACTIVE, account_id)
+    return active

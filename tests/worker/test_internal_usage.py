@@ -284,3 +284,12 @@ async def test_an_oversized_body_is_413_in_the_one_error_body(
     r = await internal.request("POST", USAGE.format("acc_abc123"), publisher, data=big)
     assert r.status == 413
     assert (await r.json())["error"]["type"] == "payload_too_large"
+
+
+async def test_auth_failed_for_an_inactive_account_queues_no_check(
+    internal: Api, publisher: str, seeded: str, redis: ArqRedis
+) -> None:
+    # acc_ghi789 is the seed's inactive account
+    status, body = await report(internal, publisher, "acc_ghi789", {"result": "auth_failed"})
+    assert status == 202 and body["check_queued"] is False, body
+    assert await redis.queued_jobs() == []
