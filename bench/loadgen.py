@@ -102,11 +102,12 @@ def wrk(
     paths: list[str] | None = None,
     expect_2xx: bool = True,
     timeout_s: float = 5.0,
+    method: str = "GET",
 ) -> LoadResult:
     """``wrk -c N -d S`` against url (or cycling through paths on its host)."""
     binary = find_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write((_CYCLE if paths else "") + _REPORT)
+        script.write(f'wrk.method = "{method}"\n' + (_CYCLE if paths else "") + _REPORT)
     argv = [
         binary,
         f"-t{min(threads, connections)}",
@@ -154,6 +155,7 @@ async def python_load(
     headers: dict[str, str] | None = None,
     paths: list[str] | None = None,
     expect_2xx: bool = True,
+    method: str = "GET",
 ) -> LoadResult:
     """A closed-loop aiohttp client: one request in flight per connection. Slow (the client
     costs more CPU than the server); for smoke runs only."""
@@ -173,7 +175,7 @@ async def python_load(
                 i += 1
                 started = time.perf_counter()
                 try:
-                    async with session.get(target) as r:
+                    async with session.request(method, target) as r:
                         await r.read()
                         ok = 200 <= r.status < 400
                 except (aiohttp.ClientError, TimeoutError):

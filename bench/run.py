@@ -1,7 +1,7 @@
-"""Every benchmark in one run (``make bench``): the API against its ceilings, the sweep, and
-the scale table. Prints the tables and writes them, with the machine, the versions, the date
-and the load, into BENCHMARKS.md between the generated-results markers (the analysis around
-them is written by hand).
+"""Every benchmark in one run (``make bench``): the API against its ceilings, the internal
+credentials API, the sweep, and the scale table. Prints the tables and writes them, with the
+machine, the versions, the date and the load, into BENCHMARKS.md between the
+generated-results markers (the analysis around them is written by hand).
 
     python -m bench.run                 # the full run, a few minutes
     python -m bench.run --quick         # small sizes, short runs: to see that it works
@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import api, sweep
+from bench import api, credentials, sweep
 from bench.common import (
     QUIET,
     ROOT,
@@ -60,17 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     api.add_common_arguments(parser)
     api.add_api_arguments(parser)
     sweep.add_sweep_arguments(parser)
+    credentials.add_credentials_arguments(parser)
     parser.add_argument(
         "--quick", action="store_true", help="small sizes and short runs (overrides the sizes)"
     )
     parser.add_argument("--skip-api", action="store_true")
     parser.add_argument("--skip-sweep", action="store_true")
+    parser.add_argument("--skip-credentials", action="store_true")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"))
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     if args.quick:
         args.seconds, args.warmup, args.repeat, args.big = 2.0, 0.5, 1, 200
         args.accounts, args.scale, args.sweep_repeat = 5_000, "1000", 1
+        args.issue_accounts, args.burst = 20, 50
     command = "python -m bench.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     load_before = load_average()
     started = time.monotonic()
@@ -81,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             say("== API")
             tables.append(run_async(api.run(api.options_from(args))).table())
             QUIET.waited, QUIET.gave_up = 0.0, 0  # each part reports its own waits
+        if not args.skip_credentials:
+            say("== credentials (internal API)")
+            issued = run_async(credentials.run(credentials.options_from(args)))
+            tables += [issued.issuance_table(), issued.burst_table()]
+            QUIET.waited, QUIET.gave_up = 0.0, 0
         if not args.skip_sweep:
             say("== sweep")
             results = run_async(sweep.run(sweep.sweep_options(args)))

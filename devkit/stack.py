@@ -605,11 +605,15 @@ async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int)
             f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
             f"API (kept in {settings.data_dir / DEV_SERVICE_KEY_FILE}):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
-            f"        curl {internal_base}/internal/v1/service-key "
-            f'-H "Authorization: Bearer {service_key}"\n'
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
             f"        curl {sandbox_url}/sandbox/push -d '{DEMO_PUSH}'\n"
             "        (the demo Page's user removes the app: acc_fb0001 turns inactive)\n"
+            "  the publisher's loop (internal API: a token, then what happened):\n"
+            f"        curl -X POST {internal_base}/internal/v1/accounts/acc_abc123/credentials "
+            f'-H "Authorization: Bearer {service_key}"\n'
+            f"        curl -X POST {internal_base}/internal/v1/accounts/acc_abc123/usage "
+            f'-H "Authorization: Bearer {service_key}" '
+            """-d '{"result": "published"}'\n"""
             "  connect:   README.md, 'Connecting accounts' (sandbox consent screens at "
             f"{sandbox_url}/sandbox/login)\n"
             f"  other octopost commands find these servers through {env_file}\n"

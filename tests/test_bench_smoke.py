@@ -87,6 +87,25 @@ def test_api_bench_runs(database_url: str, redis_url: str) -> None:
     assert number(pgbench[2]) > 0, pgbench
 
 
+def test_credentials_bench_runs(database_url: str, redis_url: str) -> None:
+    done = bench(
+        "credentials",
+        *servers(database_url, redis_url),
+        *("--seconds", "1", "--warmup", "0", "--repeat", "1", "--issue-accounts", "5"),
+        *("--processes", "1,2", "--connections", "8", "--burst", "20", "--loadgen", LOADGEN),
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "ERRORS" not in out, out
+    ceiling = cells(out, "minimal aiohttp JSON endpoint")
+    issued = cells(out, "POST /internal/v1/accounts/{id}/credentials")
+    assert number(ceiling[1]) > 0 and number(issued[1]) > 0, out
+    for processes in ("1", "2"):
+        row = cells(out, f"{processes}  ")
+        # every answer 200, one token, one platform refresh call (the figure, not a timing)
+        assert row[1:4] == ["20/20", "1", "1"], row
+
+
 def test_sweep_bench_runs(database_url: str, redis_url: str) -> None:
     done = bench(
         "sweep",
@@ -116,6 +135,7 @@ def test_run_writes_results_between_the_markers(
     args = [
         "--skip-api",
         "--skip-sweep",
+        "--skip-credentials",
         "--output",
         str(output),
         *servers(database_url, redis_url),
@@ -130,9 +150,9 @@ def test_run_writes_results_between_the_markers(
         assert field in text, text
 
 
-@pytest.mark.parametrize("module", ["api", "sweep"])
+@pytest.mark.parametrize("module", ["api", "sweep", "credentials"])
 def test_missing_wrk_is_explained(module: str, tmp_path: Path) -> None:
-    done = bench(module, "--repeat" if module == "api" else "--sweep-repeat", "1",
+    done = bench(module, "--sweep-repeat" if module == "sweep" else "--repeat", "1",
                  env={"PATH": str(tmp_path)})  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert "wrk is not installed" in done.stderr

@@ -21,11 +21,12 @@ from arq.cron import CronJob
 from arq.worker import Function, Worker, func
 from redis.exceptions import RedisError
 
-from service.core.jobs import CHECK_JOB, NOTICE_JOB, REVOKE_JOB, SWEEP_JOB
+from service.core.jobs import CHECK_JOB, NOTICE_JOB, REPORTED_CHECK_JOB, REVOKE_JOB, SWEEP_JOB
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
 from worker.checks import check_batch
 from worker.notices import apply_platform_notice, relay_platform_notices
+from worker.reported import check_reported_account
 from worker.revoke import relay_revocations, revoke_account_tokens
 from worker.runtime import CTX_KEY, Runtime
 from worker.sweep import run_sweep, scheduled_sweep
@@ -47,6 +48,14 @@ def functions(settings: Settings) -> list[Function]:
             max_tries=settings.revoke_max_attempts + 2,
         ),
         func(apply_platform_notice, name=NOTICE_JOB, timeout=60, keep_result=60, max_tries=5),
+        # its kept result is what makes a burst of reports one check (see reported_checks)
+        func(
+            check_reported_account,
+            name=REPORTED_CHECK_JOB,
+            timeout=120,
+            keep_result=max(1, int(settings.reported_check_window_seconds)),
+            max_tries=3,
+        ),
     ]
 
 

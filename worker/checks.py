@@ -201,6 +201,11 @@ async def refresh_tokens(
             TokenOutcome.transient, reason="refresh_in_progress", retry_after=60.0
         ), False
     try:
+        # Whoever held the lock before us may have refreshed already: the tokens we read
+        # then are spent (a rotating platform would refuse them) and a second call is waste.
+        current = await sweeps.read_tokens(rt.pool, account.account_id)
+        if current is None or current["generation"] != generation:
+            return CheckResult(TokenOutcome.valid, reason="rotated_elsewhere"), False
         result = await _call(
             rt, account.platform, "refresh", lambda: adapter.refresh(account, tokens)
         )
@@ -245,6 +250,49 @@ async def refresh_tokens(
         await rt.redis.eval(_UNLOCK, 1, lock_key, owner)  # type: ignore[misc]
 
 
+@dataclass(frozen=True, slots=True)
+class TokenPlan:
+    """What a check (or a credentials request) knows about an account's tokens before it
+    calls anything: the decrypted set, and whether it can and should refresh."""
+
+    account: AccountRef
+    tokens: TokenSet
+    expiry_passed: bool
+    can_refresh: bool
+    margin: timedelta
+    refresh_due: bool  # it can, and its access token expires within the margin
+
+
+def plan_tokens(
+    rt: Runtime,
+    adapter: PlatformAdapter,
+    row: asyncpg.Record,
+    access: str,
+    refresh: str | None,
+    now: datetime,
+) -> TokenPlan:
+    """The refresh rules, shared by the sweep's checks and the internal credentials API."""
+    access_expires_at: datetime | None = row["access_expires_at"]
+    refresh_expires_at: datetime | None = row["refresh_expires_at"]
+    tokens = TokenSet(
+        access, refresh, access_expires_at, refresh_expires_at, tuple(row["scopes"] or ())
+    )
+    account = AccountRef(row["id"], row["platform"], row["platform_user_id"], row["instance_url"])
+    expiry_passed = access_expires_at is not None and access_expires_at <= now
+    can_refresh = (
+        adapter.supports_refresh
+        and not (refresh_expires_at is not None and refresh_expires_at <= now)
+        and (refresh is not None if adapter.refresh_needs_refresh_token else not expiry_passed)
+    )
+    margin = timedelta(
+        seconds=max(rt.settings.refresh_margin_seconds, adapter.refresh_ahead_seconds)
+    )
+    refresh_due = (
+        can_refresh and access_expires_at is not None and access_expires_at - now <= margin
+    )
+    return TokenPlan(account, tokens, expiry_passed, can_refresh, margin, refresh_due)
+
+
 async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
     now = _now()
     platform: str = row["platform"]
@@ -258,25 +306,14 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
         log.error("cannot open tokens account_id=%s error=%s", row["id"], exc)
         result = CheckResult(TokenOutcome.unknown, reason="tokens_unreadable")
         return Checked(decide(rt, row, result, now=now, access_expires_at=None, can_refresh=False))
-    access_expires_at: datetime | None = row["access_expires_at"]
-    refresh_expires_at: datetime | None = row["refresh_expires_at"]
-    tokens = TokenSet(
-        access, refresh, access_expires_at, refresh_expires_at, tuple(row["scopes"] or ())
-    )
-    account = AccountRef(row["id"], platform, row["platform_user_id"], row["instance_url"])
-    expiry_passed = access_expires_at is not None and access_expires_at <= now
-    can_refresh = (
-        adapter.supports_refresh
-        and not (refresh_expires_at is not None and refresh_expires_at <= now)
-        and (refresh is not None if adapter.refresh_needs_refresh_token else not expiry_passed)
-    )
-    margin = timedelta(
-        seconds=max(rt.settings.refresh_margin_seconds, adapter.refresh_ahead_seconds)
-    )
+    plan = plan_tokens(rt, adapter, row, access, refresh, now)
+    account, tokens, margin = plan.account, plan.tokens, plan.margin
+    access_expires_at = tokens.access_expires_at
+    expiry_passed, can_refresh = plan.expiry_passed, plan.can_refresh
     refreshed = False
     if expiry_passed and not can_refresh:
         result = CheckResult(TokenOutcome.dead, reason="token_expired")
-    elif can_refresh and access_expires_at is not None and access_expires_at - now <= margin:
+    elif plan.refresh_due:
         result, refreshed = await refresh_tokens(rt, adapter, account, tokens, row["generation"])
     else:
         result = await _call(rt, platform, "verify", lambda: adapter.verify(account, tokens))

@@ -20,7 +20,8 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
     sweep = await sweeps.start_sweep(rt.pool, sweep_id)
     if sweep is None:
         return {"claimed": 0}
-    force = sweep["trigger"] == "manual"
+    # asked for (by ops, or by a publisher's auth_failed report): due or not
+    force = sweep["trigger"] in ("manual", "report")
     s = rt.settings
     started = time.perf_counter()
     claimed = 0

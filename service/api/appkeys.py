@@ -13,6 +13,7 @@ from service.core.settings import Settings
 if TYPE_CHECKING:
     from service.api.auth import Authenticator, Principal
     from service.api.connect import ConnectService
+    from service.api.credentials import Issuer
     from service.api.metrics import ApiMetrics
     from service.api.push.risc import RiscVerifier
     from service.api.service_auth import ServiceAuthenticator
@@ -22,6 +23,7 @@ POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
+ISSUER: web.AppKey[Issuer] = web.AppKey("issuer")
 SERVICE_AUTHENTICATOR: web.AppKey[ServiceAuthenticator] = web.AppKey("service_authenticator")
 CONNECT: web.AppKey[ConnectService] = web.AppKey("connect")
 RISC: web.AppKey[RiscVerifier] = web.AppKey("risc_verifier")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import asyncpg
 import orjson
 from aiohttp import web
@@ -23,14 +24,20 @@ from service.api import appkeys, internal_views
 from service.api.app import redis_client, request_id_middleware
 from service.api.connect_views import add_internal_routes as add_connect_routes
 from service.api.connect_views import connect_context
+from service.api.credentials import Issuer
 from service.api.errors import error_middleware
 from service.api.internal_openapi import OPENAPI_PATH, build_internal_openapi
 from service.api.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.api.service_auth import SERVICE_PRINCIPAL, ServiceAuthenticator, requires_scope
 from service.api.views import healthz, readyz
 from service.core.db import create_pool
+from service.core.keyring import load_vault
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
+from service.platforms.registry import build_adapters
+from worker.limits import PlatformLimits
+from worker.metrics import WorkerMetrics
+from worker.runtime import Runtime
 
 PREFIX = "/internal/v1/"
 
@@ -40,6 +47,14 @@ def add_routes(app: web.Application) -> None:
     r = app.router
     r.add_get("/internal/v1/service-key", internal_views.whoami, allow_head=False)
     add_connect_routes(app)
+    r.add_post(
+        "/internal/v1/accounts/{account_id}/credentials",
+        requires_scope("credentials", internal_views.issue_credentials),
+    )
+    r.add_post(
+        "/internal/v1/accounts/{account_id}/usage",
+        requires_scope("credentials", internal_views.report_usage),
+    )
 
 
 @web.middleware
@@ -106,8 +121,30 @@ def create_internal_app(
         if given is None:
             await app[appkeys.REDIS].aclose()
 
+    async def issuance(app: web.Application) -> AsyncIterator[None]:
+        # What the worker's refresh needs, on this app's pool and Redis: the vault (the only
+        # place tokens are opened in the API), the platform adapters and the shared limits.
+        connector = aiohttp.TCPConnector(limit=256, limit_per_host=0, ttl_dns_cache=300)
+        async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as http:
+            rt = Runtime(
+                settings,
+                app[appkeys.POOL],
+                app[appkeys.REDIS],
+                load_vault(settings),
+                http,
+                build_adapters(http, platform_settings or PlatformSettings()),
+                PlatformLimits(
+                    app[appkeys.REDIS],
+                    concurrency=settings.platform_concurrency,
+                    rate_per_second=settings.platform_rate_per_second,
+                ),
+                WorkerMetrics(),
+            )
+            app[appkeys.ISSUER] = Issuer(rt)
+            yield
+
     app.cleanup_ctx.extend(
-        [database, queue, connect_context(settings, platform_settings, shared=shared)]
+        [database, queue, connect_context(settings, platform_settings, shared=shared), issuance]
     )
 
     openapi = orjson.dumps(build_internal_openapi())
@@ -121,6 +158,3 @@ def create_internal_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_view)
     return app
-
-
-__all__ = ["create_internal_app", "requires_scope"]

@@ -7,12 +7,31 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from service.api.internal_models import ServiceKeyInfo
+from service.api.internal_models import (
+    IssuedCredentials,
+    ServiceKeyInfo,
+    UsageAccepted,
+    UsageReport,
+)
 from service.api.models import ErrorBody
 
 OPENAPI_PATH = "/internal/v1/openapi.json"
 
-_MODELS: tuple[type[BaseModel], ...] = (ServiceKeyInfo, ErrorBody)
+_MODELS: tuple[type[BaseModel], ...] = (
+    ServiceKeyInfo,
+    IssuedCredentials,
+    UsageAccepted,
+    ErrorBody,
+)
+_INPUT_MODELS: tuple[type[BaseModel], ...] = (UsageReport,)
+
+_ACCOUNT_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": "Account id, e.g. acc_abc123 (any workspace's).",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -38,7 +57,7 @@ AUTH_ERRORS = {
 
 
 def scoped(scope: str) -> dict[str, Any]:
-    """The 403 of a route that needs ``scope``, and the scope itself as an extension."""
+    """The 403 of a route that needs ``scope``."""
     return {"403": _error(f"The service key lacks the '{scope}' scope.")}
 
 
@@ -54,12 +73,67 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        "/internal/v1/accounts/{id}/credentials": {
+            "post": {
+                "operationId": "issueCredentials",
+                "summary": "A usable access token for publishing as the account",
+                "description": "Refreshed first when it expires within the refresh margin "
+                "(one platform call however many ask at once). Audited as a "
+                "`credentials_issued` account event. Scope: credentials.",
+                "x-scope": "credentials",
+                "parameters": [_ACCOUNT_ID],
+                "responses": {
+                    "200": {
+                        **_json(_ref("IssuedCredentials"), "The token. Never cache it."),
+                        "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
+                    },
+                    "404": _error("No such account, or disconnected."),
+                    "409": _error(
+                        "account_inactive: the account's tokens are dead (the message names "
+                        "its status and reason); no_credentials: none stored."
+                    ),
+                    **scoped("credentials"),
+                    **AUTH_ERRORS,
+                    "503": {
+                        **_error(
+                            "platform_unavailable: the refresh failed for now and the current "
+                            "token has expired (see Retry-After); or a dependency is down."
+                        ),
+                        "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                    },
+                },
+            }
+        },
+        "/internal/v1/accounts/{id}/usage": {
+            "post": {
+                "operationId": "reportUsage",
+                "summary": "What happened when the publisher used the credentials",
+                "description": "published: last_used_at moves to `at` (never back). "
+                "auth_failed: the worker checks the account within seconds (a burst makes "
+                "one check) and decides by the sweep's rules. failed: nothing changes. "
+                "Scope: credentials.",
+                "x-scope": "credentials",
+                "parameters": [_ACCOUNT_ID],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("UsageReport")}},
+                },
+                "responses": {
+                    "202": _json(_ref("UsageAccepted"), "Accepted."),
+                    "400": _error("The body is not valid (the message names the field)."),
+                    "404": _error("No such account, or disconnected."),
+                    **scoped("credentials"),
+                    **AUTH_ERRORS,
+                },
+            }
+        },
     }
 
 
 def build_internal_openapi() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "serialization") for m in _MODELS] + [(m, "validation") for m in _INPUT_MODELS],
+        ref_template="#/components/schemas/{model}",
     )
     return {
         "openapi": "3.1.0",

@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     key_cache_size: int = 10_000
     # Failed authentications allowed per client address per minute before 429 (0: off).
     auth_failures_per_minute: int = 30
-    # Largest request body accepted, in bytes (the API takes no bodies today).
+    # Largest request body accepted, in bytes (the public API takes none; the internal one
+    # takes small JSON reports).
     max_body_bytes: int = 64 * 1024
     public_base_url: str = "http://localhost:8080"
     # --- connect ---
@@ -65,6 +66,10 @@ class Settings(BaseSettings):
     platform_rate_per_second: int = 1000
     worker_max_jobs: int = 8
     worker_metrics_port: int = 0
+    # --- the publisher's reports (internal API) ---
+    # After a check an auth_failed report asked for, further reports for the account queue
+    # no other check for this long (a burst of failed posts makes one check).
+    reported_check_window_seconds: float = 30.0
     # --- revocations ---
     # Platform calls per revocation before it is given up as failed (its ciphertext erased).
     revoke_max_attempts: int = 8

@@ -177,7 +177,22 @@ async def test_internal_openapi_is_served_without_a_key(internal: Api) -> None:
     assert r.status == 200, await r.text()
     doc = await r.json()
     assert doc["openapi"].startswith("3.1")
-    assert "/internal/v1/service-key" in doc["paths"]
+    assert {
+        "/internal/v1/service-key",
+        "/internal/v1/accounts/{id}/credentials",
+        "/internal/v1/accounts/{id}/usage",
+    } <= set(doc["paths"])
+    issued = doc["components"]["schemas"]["IssuedCredentials"]
+    assert list(issued["properties"]) == [
+        "account_id",
+        "platform",
+        "platform_user_id",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "scopes",
+        "instance_url",
+    ]
     assert all(p.startswith("/internal/v1/") for p in doc["paths"])
 
 

@@ -159,6 +159,27 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
             assert listed["accounts"][:3] == SEED_ACCOUNTS
             assert await get_json(http, f"{api}/acc_abc123", key) == SEED_ACCOUNTS[0]
 
+            # the publisher's loop from the banner: a token, then the report
+            service_key = re.search(r"^(oct_svc_\S+)$", banner, re.M)
+            assert service_key and f"http://localhost:{port + INTERNAL_PORT_OFFSET}" in banner
+            internal = f"http://localhost:{port + INTERNAL_PORT_OFFSET}/internal/v1/accounts"
+            svc = {"Authorization": f"Bearer {service_key[1]}"}
+            async with http.post(f"{internal}/acc_abc123/credentials", headers=svc) as r:
+                assert r.status == 200, await r.text()
+                assert (await r.json())["access_token"] == "demo-twitter-access"
+            async with http.post(
+                f"{internal}/acc_abc123/usage",
+                headers=svc,
+                json={"result": "published", "at": "2026-04-05T09:00:00Z"},
+            ) as r:
+                assert r.status == 202, await r.text()
+            used = await get_json(http, f"{api}/acc_abc123", key)
+            assert used["last_used_at"] == "2026-04-05T09:00:00Z"
+            async with http.post(
+                f"http://localhost:{port}/internal/v1/accounts/acc_abc123/credentials", headers=svc
+            ) as r:
+                assert r.status == 404
+
             # a second shell: `octopost sweep --wait` finds the servers through dev.env
             rc, out, err = await octopost(env, "sweep", "--wait", "--timeout", "60")
             assert rc == 0, err
@@ -175,7 +196,10 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
                 calls = (await r.json())["calls"]
             assert {c["platform"] for c in calls} == set(PLATFORMS)
             listed = await get_json(http, api, key)
-            assert listed["accounts"][:3] == SEED_ACCOUNTS
+            assert listed["accounts"][:3] == [
+                {**SEED_ACCOUNTS[0], "last_used_at": "2026-04-05T09:00:00Z"},
+                *SEED_ACCOUNTS[1:],
+            ]
 
             async with http.delete(
                 f"{api}/acc_ghi789", headers={"Authorization": f"Bearer {key}"}

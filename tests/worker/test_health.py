@@ -154,8 +154,9 @@ async def test_rotation_race_loser_rereads_and_stays_active(
     sandbox: Sandbox, import_lines: Any, pool: asyncpg.Pool, runtime: Runtime
 ) -> None:
     """Two refreshers read generation 1. The winner rotates the refresh token at the
-    platform and stores generation 2; the loser's refresh is refused ("invalid refresh
-    token"), re-reads, sees generation 2, and the account is not declared dead."""
+    platform and stores generation 2; the loser, once it holds the lock, sees generation 2
+    and calls nobody (the platform would refuse the spent token), and the account is not
+    declared dead."""
     (account_id,) = await import_lines(
         "acme",
         [
@@ -176,6 +177,7 @@ async def test_rotation_race_loser_rereads_and_stays_active(
     loser, stored = await refresh_tokens(runtime, adapter, ref, old, generation=1)
     assert stored is False
     assert loser.outcome is TokenOutcome.valid and loser.reason == "rotated_elsewhere"
+    assert len(await sandbox.calls(platform="tiktok", token="tt-rt-1")) == 1
     # Control: with nothing newer stored, the same refusal is a dead token.
     (other_id,) = await import_lines(
         "acme", [account("tiktok", "race2", access_token="tt-at-2", refresh_token="tt-rt-2")]
