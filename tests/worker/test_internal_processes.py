@@ -20,7 +20,6 @@ from service.core.settings import Settings
 from service.core.vault import Sealed, Vault
 from tests.api.internal_helpers import ApiWithInternal, api_process_env
 from tests.conftest import ROOT
-from tests.platforms.rows import CREDENTIALS
 from tests.reliability.test_secrets import leaks, pg_dump
 from tests.worker.conftest import Sandbox
 from tests.worker.test_internal_credentials import REFRESH_PATHS, line
@@ -38,7 +37,6 @@ def process_env(settings: Settings, sandbox: Sandbox) -> dict[str, str]:
     return api_process_env(
         settings,
         OCTOPOST_SANDBOX_URL=sandbox.url,
-        **{f"OCTOPOST_{k.upper()}": v for k, v in CREDENTIALS.items()},
     )
 
 
