@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from service import keys, views
+from service import keys, views, webhook_views
 from service.auth import PRINCIPAL, Authenticator
 from service.db import create_pool
 from service.errors import PayloadTooLarge, RequestTimeout, error_middleware
@@ -21,6 +21,8 @@ from service.ids import random_string
 from service.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.openapi import build_openapi
 from service.settings import Settings
+from service.tokenkeys import load_vault
+from service.vault import Vault
 
 BODY_READ_SECONDS = 10.0
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._\-]{1,64}")
@@ -38,29 +40,30 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # No endpoint reads a body, so aiohttp's client_max_size never triggers; refuse an
-    # oversized one up front instead of silently ignoring it.
+    # Refuse an oversized body up front, also on endpoints that read none (where aiohttp's
+    # client_max_size never triggers) instead of silently ignoring it.
     limit = request.app[keys.SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     if request.content_length is None and request.body_exists:
         # A chunked body declares no length: count it (up to the limit) instead, and do not
         # wait for ever on a client that stops sending.
-        size = 0
+        body = bytearray()
         try:
             async with asyncio.timeout(BODY_READ_SECONDS):
                 while chunk := await request.content.read(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
+                    body += chunk
+                    if len(body) > limit:
                         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         except TimeoutError:
             raise RequestTimeout("the request body did not arrive in time") from None
+        request[keys.READ_BODY] = bytes(body)  # the stream is used up: handlers read this
     return await handler(request)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/accounts"):
+    if request.path.startswith(("/v1/accounts", "/v1/webhook_endpoints")):
         request[PRINCIPAL] = await request.app[keys.AUTHENTICATOR].authenticate(
             request.headers.get("Authorization"), request.remote or "unknown"
         )
@@ -84,6 +87,7 @@ def create_app(
     *,
     pool: asyncpg.Pool | None = None,
     redis: ArqRedis | None = None,
+    vault: Vault | None = None,
 ) -> web.Application:
     """Build the app. Resources handed in are used as they are and not closed here."""
     settings = settings or Settings()
@@ -99,6 +103,7 @@ def create_app(
     )
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = ApiMetrics()
+    app[keys.VAULT] = vault or load_vault(settings)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         own = pool is None
@@ -132,6 +137,7 @@ def create_app(
     app.router.add_delete("/v1/accounts/{account_id}", views.disconnect_account)
     app.router.add_get("/v1/accounts/{account_id}/health", views.account_health, allow_head=False)
     app.router.add_get("/v1/accounts/{account_id}/events", views.account_events, allow_head=False)
+    webhook_views.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi_view, allow_head=False)
     app.router.add_get("/healthz", views.healthz)
     app.router.add_get("/readyz", views.readyz)

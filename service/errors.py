@@ -28,6 +28,7 @@ _TYPE_BY_STATUS = {
     405: "method_not_allowed",
     406: "not_acceptable",
     408: "request_timeout",
+    409: "conflict",
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",
@@ -83,6 +84,11 @@ class Unauthorized(ApiError):
 class NotFound(ApiError):
     status = 404
     type = "not_found"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "conflict"
 
 
 class RequestTimeout(ApiError):

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
+from service import webhook_openapi
 from service.ids import PLATFORMS
 from service.models import (
     HEALTH_STATUSES,
@@ -59,7 +60,9 @@ _CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type"
 
 def build_openapi() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
+        [(m, "serialization") for m in (*_MODELS, *webhook_openapi.RESPONSE_MODELS)]
+        + [(m, "validation") for m in webhook_openapi.REQUEST_MODELS],
+        ref_template="#/components/schemas/{model}",
     )
     list_schema = {"oneOf": [_ref("AccountList"), _ref("AccountPage")]}
     return {
@@ -67,7 +70,8 @@ def build_openapi() -> dict[str, Any]:
         "info": {
             "title": "Octopost Accounts API",
             "version": "1.0.0",
-            "description": "Connected social media accounts: list, get, disconnect.",
+            "description": "Connected social media accounts: list, get, disconnect; webhook "
+            "endpoints that receive their changes.",
         },
         "servers": [{"url": "/"}],
         "components": {
@@ -168,5 +172,6 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            **webhook_openapi.webhook_paths(_error, _AUTH_ERRORS, _LIMIT, _CURSOR),
         },
     }

@@ -18,6 +18,7 @@ from worker.metrics import WorkerMetrics
 from worker.platforms.base import PlatformAdapter
 from worker.platforms.config import PlatformSettings
 from worker.platforms.registry import build_adapters
+from worker.webhooks import WebhookDispatcher
 
 CTX_KEY = "octopost"
 
@@ -32,6 +33,7 @@ class Runtime:
     adapters: dict[str, PlatformAdapter]
     limits: PlatformLimits
     metrics: WorkerMetrics
+    webhooks: WebhookDispatcher
 
     @classmethod
     async def start(
@@ -54,9 +56,13 @@ class Runtime:
             concurrency=settings.platform_concurrency,
             rate_per_second=settings.platform_rate_per_second,
         )
-        return cls(settings, pool, redis, vault, http, adapters, limits, metrics or WorkerMetrics())
+        metrics = metrics or WorkerMetrics()
+        webhooks = WebhookDispatcher(settings, pool, vault, metrics)
+        await webhooks.start()
+        return cls(settings, pool, redis, vault, http, adapters, limits, metrics, webhooks)
 
     async def close(self) -> None:
+        await self.webhooks.close()
         await self.http.close()
         await self.pool.close()
 

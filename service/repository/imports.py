@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from service.repository.webhooks import TrailEvent, record_account_events
+
 LOCK_WORKSPACE_IMPORTS = "SELECT pg_advisory_xact_lock(hashtextextended('import', $1))"
 
 LIVE_IDS_BY_IDENTITY = """
@@ -65,11 +67,6 @@ ON CONFLICT (account_id) DO UPDATE SET
     scopes = EXCLUDED.scopes,
     generation = account_tokens.generation + 1,
     updated_at = now()
-"""
-
-INSERT_EVENTS = """
-INSERT INTO account_events (account_id, kind)
-SELECT * FROM unnest($1::text[], $2::text[])
 """
 
 
@@ -142,8 +139,8 @@ async def upsert_accounts(
         [r.refresh_expires_at for r in rows],
         [" ".join(r.scopes) for r in rows],
     )
-    await conn.execute(
-        INSERT_EVENTS,
-        [r.id for r in rows],
-        ["reconnected" if r.reconnect else "connected" for r in rows],
+    # the trail and the webhook outbox, in the import's transaction
+    await record_account_events(
+        conn,
+        [TrailEvent(r.id, "reconnected" if r.reconnect else "connected") for r in rows],
     )
