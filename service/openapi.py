@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from service import webhook_openapi
 from service.ids import PLATFORMS
@@ -18,7 +19,14 @@ from service.models import (
     ErrorBody,
 )
 
-_MODELS = (Account, AccountList, AccountPage, AccountHealth, AccountEventList, ErrorBody)
+_MODELS: tuple[type[BaseModel], ...] = (
+    Account,
+    AccountList,
+    AccountPage,
+    AccountHealth,
+    AccountEventList,
+    ErrorBody,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -59,11 +67,11 @@ _CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type"
 
 
 def build_openapi() -> dict[str, Any]:
-    _, defs = models_json_schema(
-        [(m, "serialization") for m in (*_MODELS, *webhook_openapi.RESPONSE_MODELS)]
-        + [(m, "validation") for m in webhook_openapi.REQUEST_MODELS],
-        ref_template="#/components/schemas/{model}",
-    )
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "serialization") for m in (*_MODELS, *webhook_openapi.RESPONSE_MODELS)
+    ]
+    models += [(m, "validation") for m in webhook_openapi.REQUEST_MODELS]
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     list_schema = {"oneOf": [_ref("AccountList"), _ref("AccountPage")]}
     return {
         "openapi": "3.1.0",

@@ -105,7 +105,7 @@ class Settings(BaseSettings):
 
 
 def parse_schedule(value: str) -> tuple[float, ...]:
-    """"0, 5, 300" -> (0.0, 5.0, 300.0); at least one attempt, none negative."""
+    """ "0, 5, 300" -> (0.0, 5.0, 300.0); at least one attempt, none negative."""
     try:
         steps = tuple(float(part) for part in value.split(",") if part.strip())
     except ValueError:

@@ -23,7 +23,7 @@ ACCOUNT_EVENT_TYPES = (
     "account.revocation_failed",
 )
 TEST_EVENT_TYPE = "webhook.test"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 SECRET_BYTES = 32
 MAX_URL_LENGTH = 2048
 
@@ -79,9 +79,7 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
-def check_url(
-    url: str, *, production: bool, allow_private: bool, delivering: bool = False
-) -> str:
+def check_url(url: str, *, production: bool, allow_private: bool, delivering: bool = False) -> str:
     """The URL's host, or UrlRefused saying why it cannot be an endpoint. The addresses a
     name resolves to are checked at every delivery (the name may change meanwhile), where
     `delivering` leaves names to that check."""
@@ -107,6 +105,8 @@ def check_url(
     if _is_ip_literal(host):
         raise UrlRefused("url host must be a name, not an IP address")
     name = host.rstrip(".").lower()
-    if not delivering and name == "localhost" or name.endswith((".localhost", ".local", ".internal")):
+    if not delivering and (
+        name == "localhost" or name.endswith((".localhost", ".local", ".internal"))
+    ):
         raise UrlRefused("url host must be a public name")
     return host

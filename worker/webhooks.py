@@ -186,7 +186,7 @@ class WebhookDispatcher:
             try:
                 conn = await asyncpg.connect(self.settings.database_url, timeout=5)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
 
                 def on_notify(_c: Any, _pid: int, _channel: str, payload: str) -> None:
                     self.wake(payload)
@@ -269,7 +269,9 @@ class WebhookDispatcher:
             disable_after_seconds=self.settings.webhook_disable_after_days * 86400,
         )
         if reason is not None:
-            log.warning("webhook endpoint disabled endpoint_id=%s reason=%s", endpoint["id"], reason)
+            log.warning(
+                "webhook endpoint disabled endpoint_id=%s reason=%s", endpoint["id"], reason
+            )
 
     async def _attempt(self, url: str, signer: Signer, row: asyncpg.Record) -> Attempt:
         assert self._session is not None
@@ -307,7 +309,9 @@ class WebhookDispatcher:
                     status = response.status
                     retry_after = _retry_after(response.headers.get("Retry-After"), now)
                     read = 0
-                    while read < MAX_RESPONSE_BYTES and (chunk := await response.content.read(8192)):
+                    while read < MAX_RESPONSE_BYTES and (
+                        chunk := await response.content.read(8192)
+                    ):
                         read += len(chunk)
             except UrlRefused as exc:
                 error = f"refused: {exc}"
@@ -349,4 +353,3 @@ class WebhookDispatcher:
         wait = max(wait, retry_after or 0.0)
         next_at = datetime.now(UTC) + timedelta(seconds=wait)
         return Attempt(event_id, number, "retrying", status, error, next_at, duration_ms)
-

@@ -76,9 +76,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.received.append(
-            Received(request.path, dict(request.headers), body, time.monotonic())
-        )
+        self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         queue = self.scripts.get(request.path)
         answer = queue.pop(0) if queue else self.defaults.get(request.path, Answer())
         if answer.delay:
@@ -123,9 +121,7 @@ def wsettings(settings: Settings) -> Settings:
 
 
 @asynccontextmanager
-async def serving(
-    settings: Settings, pool: asyncpg.Pool, redis: ArqRedis
-) -> AsyncIterator[Api]:
+async def serving(settings: Settings, pool: asyncpg.Pool, redis: ArqRedis) -> AsyncIterator[Api]:
     runner = AppRunner(create_app(settings, pool=pool, redis=redis), access_log=None)
     await runner.setup()
     port = free_port()
@@ -179,9 +175,7 @@ async def create_endpoint(api: Api, key: str, url: str, **extra: Any) -> dict[st
         return body
 
 
-async def call(
-    api: Api, method: str, path: str, key: str, **kwargs: Any
-) -> tuple[int, Any]:
+async def call(api: Api, method: str, path: str, key: str, **kwargs: Any) -> tuple[int, Any]:
     async with await api.request(method, path, key, **kwargs) as r:
         raw = await r.read()
         return r.status, orjson.loads(raw) if raw else None
