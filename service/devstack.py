@@ -326,6 +326,9 @@ async def running_worker(settings: Settings, sandbox_url: str) -> AsyncIterator[
 
 
 async def serve_dev(settings: Settings, host: str, port: int) -> None:
+    if "OCTOPOST_ALLOW_PRIVATE_HOSTS" not in os.environ:
+        # a local stack delivers webhooks to local receivers
+        settings = settings.model_copy(update={"allow_private_hosts": True})
     vault = load_vault(settings)
     await migrate(settings.database_url)
     key = await seed_demo(settings, vault)
@@ -356,9 +359,12 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             "\noctopost dev is running.\n"
             f"  API          {base}/v1/accounts   (OpenAPI: {base}/v1/openapi.json)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
-            f"  worker       token health ({schedule}) and revocations\n"
+            f"  worker       token health ({schedule}), revocations, webhook deliveries\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
+            f"        curl {base}/v1/webhook_endpoints -H \"Authorization: Bearer {key}\" "
+            "-d '{\"url\": \"http://127.0.0.1:9000/\"}'   (then: python3 dev.py octopost "
+            "webhook-receiver --secret whsec_...)\n"
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
             f"  other octopost commands find these servers through {env_file}\n"
             "  stop: Ctrl-C\n",

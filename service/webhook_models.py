@@ -26,15 +26,14 @@ def _unique(values: list[str]) -> list[str]:
     return values
 
 
-def _no_control(value: str) -> str:
-    if any(ord(ch) < 0x20 and ch not in "\t\n" for ch in value) or "\x7f" in value:
-        raise ValueError("must not contain control characters")
-    return value
-
-
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH)]
-Events = Annotated[list[EventType], Field(min_length=1), AfterValidator(_unique)]
-Description = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_control)]
+Events = Annotated[
+    list[EventType],
+    Field(min_length=1, json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_unique),
+]
+# PostgreSQL text cannot hold U+0000
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
 
 
 class _Model(BaseModel):
@@ -89,6 +88,10 @@ class CreateWebhookEndpoint(_Model):
 
 
 class UpdateWebhookEndpoint(_Model):
+    """At least one field; null leaves a field as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"minProperties": 1})
+
     url: Url | None = None
     events: Events | None = None
     description: Description | None = None

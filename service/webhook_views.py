@@ -159,9 +159,6 @@ async def update_endpoint(request: web.Request) -> web.Response:
     body = await _body(request, UpdateWebhookEndpoint)
     if not body.model_fields_set:
         raise BadRequest("give at least one of: url, events, description, enabled")
-    nulls = [f for f in body.model_fields_set if getattr(body, f) is None]
-    if nulls:
-        raise BadRequest(f"{', '.join(sorted(nulls))}: must not be null")
     url = await _checked_url(request, body.url) if body.url is not None else None
     row = await repo.update_endpoint(
         request.app[keys.POOL],

@@ -78,9 +78,9 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
 $$;
 
-CREATE FUNCTION webhook_account(a accounts) RETURNS jsonb
+CREATE FUNCTION webhook_account(a accounts) RETURNS json
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT jsonb_build_object(
+    SELECT json_build_object(
         'id', a.id, 'platform', a.platform, 'platform_user_id', a.platform_user_id,
         'username', a.username, 'display_name', a.display_name, 'avatar_url', a.avatar_url,
         'is_active', a.is_active, 'connected_at', webhook_timestamp(a.connected_at),
@@ -93,7 +93,7 @@ $$;
 -- `data` is each event's data object; `only_endpoint` restricts the fan-out to one endpoint
 -- (webhook.test). Returns the event ids, in input order, NULL where nobody listens.
 CREATE FUNCTION emit_webhook_events(
-    p_workspace_ids bigint[], p_types text[], p_account_ids text[], p_data jsonb[],
+    p_workspace_ids bigint[], p_types text[], p_account_ids text[], p_data json[],
     p_only_endpoint text DEFAULT NULL
 ) RETURNS text[]
 LANGUAGE plpgsql VOLATILE AS $$
@@ -115,9 +115,10 @@ BEGIN
     ), ev AS (
         INSERT INTO webhook_events (id, workspace_id, type, account_id, body, created_at)
         SELECT s.event_id, s.workspace_id, s.type, s.account_id,
-               jsonb_build_object('id', s.event_id, 'type', s.type,
-                                  'created_at', webhook_timestamp(s.created_at),
-                                  'data', s.data)::text,
+               -- json, not jsonb: the keys stay in the documented order
+               json_build_object('id', s.event_id, 'type', s.type,
+                                 'created_at', webhook_timestamp(s.created_at),
+                                 'data', s.data)::text,
                s.created_at
         FROM src s WHERE EXISTS (SELECT 1 FROM targets t WHERE t.event_id = s.event_id)
         RETURNING id
@@ -153,17 +154,19 @@ BEGIN
         array_agg(x.account_id ORDER BY x.id), array_agg(x.data ORDER BY x.id))
     FROM (
         SELECT n.id, a.workspace_id, a.id AS account_id, t.type,
-               jsonb_build_object('account', webhook_account(a))
-               || CASE n.kind
-                    WHEN 'deactivated' THEN jsonb_build_object(
+               CASE n.kind
+                    WHEN 'deactivated' THEN json_build_object(
+                        'account', webhook_account(a),
                         'status', a.health_status,
                         'reason', coalesce(n.reason, a.health_reason),
                         'source', coalesce(n.detail ->> 'source', 'check'))
-                    WHEN 'disconnected' THEN jsonb_build_object(
+                    WHEN 'disconnected' THEN json_build_object(
+                        'account', webhook_account(a),
                         'initiator', coalesce(n.reason, 'api'))
-                    WHEN 'revoke_failed' THEN jsonb_strip_nulls(jsonb_build_object(
-                        'reason', n.reason, 'error', n.detail ->> 'error'))
-                    ELSE '{}'::jsonb
+                    WHEN 'revoke_failed' THEN json_build_object(
+                        'account', webhook_account(a),
+                        'reason', n.reason, 'error', n.detail ->> 'error')
+                    ELSE json_build_object('account', webhook_account(a))
                   END AS data
         FROM new_events n
         JOIN accounts a ON a.id = n.account_id

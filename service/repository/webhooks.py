@@ -102,7 +102,7 @@ RETURNING {ENDPOINT_COLUMNS}
 """
 SEND_TEST = """
 SELECT (emit_webhook_events(ARRAY[$2::bigint], ARRAY[$3::text], ARRAY[NULL::text],
-                            ARRAY[jsonb_build_object('webhook_endpoint_id', $1::text)], $1))[1]
+                            ARRAY[json_build_object('webhook_endpoint_id', $1::text)], $1))[1]
 """
 # Newest first, with the event's type; `before` is the last attempt id of the page before.
 LIST_ATTEMPTS = """
