@@ -362,8 +362,8 @@ async def serve_dev(settings: Settings, host: str, port: int) -> None:
             f"  worker       token health ({schedule}), revocations, webhook deliveries\n"
             f"  workspace    {DEMO_WORKSPACE!r}, API key (shown once):\n\n{key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
-            f"        curl {base}/v1/webhook_endpoints -H \"Authorization: Bearer {key}\" "
-            "-d '{\"url\": \"http://127.0.0.1:9000/\"}'   (then: python3 dev.py octopost "
+            f'        curl {base}/v1/webhook_endpoints -H "Authorization: Bearer {key}" '
+            '-d \'{"url": "http://127.0.0.1:9000/"}\'   (then: python3 dev.py octopost '
             "webhook-receiver --secret whsec_...)\n"
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
             f"  other octopost commands find these servers through {env_file}\n"
