@@ -170,7 +170,7 @@ async def _throughput(
     await session.post(f"{receiver}/reset")
     await conn.execute(
         """
-        SELECT emit_webhook_events(array_agg(w.id), array_agg('account.connected'),
+        SELECT emit_webhook_events(array_agg(w.id), array_agg('account.connected'::text),
                                    array_agg(NULL::text),
                                    array_agg(json_build_object('n', n)))
         FROM workspaces w CROSS JOIN generate_series(1, $1) n

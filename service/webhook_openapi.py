@@ -66,7 +66,23 @@ def webhook_paths(
                 "summary": "Register a webhook endpoint (the secret is shown only here)",
                 "requestBody": _body("CreateWebhookEndpoint"),
                 "responses": {
-                    "201": _json("WebhookEndpointWithSecret", "Created, with its secret."),
+                    "201": {
+                        **_json("WebhookEndpointWithSecret", "Created, with its secret."),
+                        "links": {
+                            name: {
+                                "operationId": operation,
+                                "parameters": {"id": "$response.body#/id"},
+                            }
+                            for name, operation in (
+                                ("GetWebhookEndpoint", "getWebhookEndpoint"),
+                                ("UpdateWebhookEndpoint", "updateWebhookEndpoint"),
+                                ("DeleteWebhookEndpoint", "deleteWebhookEndpoint"),
+                                ("RotateWebhookSecret", "rotateWebhookSecret"),
+                                ("TestWebhookEndpoint", "testWebhookEndpoint"),
+                                ("ListWebhookDeliveries", "listWebhookDeliveries"),
+                            )
+                        },
+                    },
                     **invalid,
                     **auth_errors,
                 },

@@ -41,10 +41,10 @@ from tests.reliability.conftest import (
     run_sync,
 )
 
-# Per operation and generation mode; 5 operations x (valid key + unknown key) + stateful
-# runs in about 20 s on the 2-core machine.
+# Per operation and generation mode; 14 operations x (valid key + unknown key) + stateful
+# runs in about two and a half minutes on the 2-core machine.
 MAX_EXAMPLES = 60
-STATEFUL_EXAMPLES = 40
+STATEFUL_EXAMPLES = 60
 PLATFORMS_A = ("twitter", "bluesky", "mastodon", "youtube", "linkedin")
 PLATFORMS_B = ("twitter", "tiktok")
 OTHER_ENDPOINT = "we_fuzzBendpoint"
