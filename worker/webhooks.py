@@ -255,8 +255,21 @@ class WebhookDispatcher:
 
     async def _send_batch(self, endpoint: asyncpg.Record, batch: list[asyncpg.Record]) -> None:
         signer = self._signer(endpoint)
+        url: str = endpoint["url"]
+        refused: str | None = None
+        try:
+            # once a batch; the name's addresses are checked by the resolver at each connect,
+            # IP literals (which never reach it) here
+            check_url(
+                url,
+                production=self.settings.is_production,
+                allow_private=self.settings.allow_private_hosts,
+                delivering=True,
+            )
+        except UrlRefused as exc:
+            refused = f"refused: {exc}"
         attempts = await asyncio.gather(
-            *(self._attempt(endpoint["url"], signer, row) for row in batch)
+            *(self._attempt(url, signer, row, refused) for row in batch)
         )
         types = {row["event_id"]: row["type"] for row in batch}
         for a in attempts:
@@ -273,7 +286,9 @@ class WebhookDispatcher:
                 "webhook endpoint disabled endpoint_id=%s reason=%s", endpoint["id"], reason
             )
 
-    async def _attempt(self, url: str, signer: Signer, row: asyncpg.Record) -> Attempt:
+    async def _attempt(
+        self, url: str, signer: Signer, row: asyncpg.Record, refused: str | None
+    ) -> Attempt:
         assert self._session is not None
         event_id: str = row["event_id"]
         body: str = row["body"]
@@ -285,13 +300,8 @@ class WebhookDispatcher:
         async with self._sem:
             started = time.perf_counter()
             try:
-                # the name's addresses are checked by the resolver; IP literals never reach it
-                check_url(
-                    url,
-                    production=self.settings.is_production,
-                    allow_private=self.settings.allow_private_hosts,
-                    delivering=True,
-                )
+                if refused is not None:
+                    raise UrlRefused(refused)
                 now = datetime.now(UTC)
                 headers = {
                     "Content-Type": "application/json",
@@ -314,7 +324,7 @@ class WebhookDispatcher:
                     ):
                         read += len(chunk)
             except UrlRefused as exc:
-                error = f"refused: {exc}"
+                error = str(exc)
             except TimeoutError:
                 error = f"no answer within {timeout:g}s"
             except aiohttp.ClientError as exc:

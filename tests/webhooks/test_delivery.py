@@ -469,3 +469,75 @@ async def test_the_worker_process_delivers(
         await worker.close()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_refresh_refused_is_deactivated_with_source_refresh(
+    wapi: Api,
+    make_key: Any,
+    import_lines: Any,
+    receiver: Receiver,
+    sandbox: Sandbox,
+    wsettings: Settings,
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    await sandbox.reset()
+    key = await make_key("acme")
+    soon = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (account_id,) = await import_lines(
+        "acme",
+        [
+            account(
+                "youtube",
+                "soon",
+                access_token="yt-at-soon",
+                refresh_token="yt-rt-soon",
+                token_expires_at=soon,
+            )
+        ],
+    )
+    hook = await create_endpoint(
+        wapi, key, receiver.url("/refresh"), events=["account.deactivated"]
+    )
+    await sandbox.set("yt-rt-soon", "revoked")
+    sweep_id = await health.create_sweep(pool, "manual", None, account_id)
+    await redis.enqueue_job("run_sweep", sweep_id, _job_id=f"sweep:{sweep_id}")
+    await drain(wsettings, sandbox_platforms(sandbox))
+    (received,) = await receiver.wait("/refresh", 1)
+    data = received.verified(hook["secret"])["data"]
+    assert data["source"] == "refresh", data
+    assert data["account"] == await api_account(wapi, key, account_id)
+    assert data["account"]["is_active"] is False
+
+
+async def test_ops_disconnect_says_so(
+    wapi: Api, make_key: Any, import_lines: Any, receiver: Receiver, settings: Settings
+) -> None:
+    from tests.revocation_helpers import octopost
+
+    key = await make_key("acme")
+    hook = await create_endpoint(wapi, key, receiver.url("/ops"), events=["account.disconnected"])
+    (account_id,) = await import_lines("acme", [account("twitter", "ada")])
+    r = await asyncio.to_thread(octopost, settings, "accounts", "disconnect", account_id)
+    assert r.returncode == 0, r.stderr
+    (received,) = await receiver.wait("/ops", 1)
+    payload = received.verified(hook["secret"])
+    assert (payload["type"], payload["data"]["initiator"]) == ("account.disconnected", "ops")
+    assert hook["secret"] not in r.stdout + r.stderr
+
+
+async def test_redirects_are_not_followed(
+    wapi: Api, make_key: Any, import_lines: Any, receiver: Receiver
+) -> None:
+    key = await make_key("acme")
+    hook = await create_endpoint(wapi, key, receiver.url("/moved"))
+    receiver.script("/moved", Answer(302, headers={"Location": receiver.url("/elsewhere")}))
+    await import_lines("acme", [account("twitter", "ada")])
+    first, second = await receiver.wait("/moved", 2)
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert receiver.at("/elsewhere") == []
+    status, page = await call(wapi, "GET", f"/v1/webhook_endpoints/{hook['id']}/deliveries", key)
+    assert status == 200
+    assert page["deliveries"][-1]["error"] == "HTTP 302 (redirects are not followed)"
