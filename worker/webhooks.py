@@ -174,7 +174,9 @@ class WebhookDispatcher:
         while True:
             try:
                 await self.relay_once()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any outage: try again next tick
                 log.warning("webhook relay could not read the outbox error=%s", type(exc).__name__)
             await asyncio.sleep(self.settings.webhook_relay_seconds)
 
@@ -202,7 +204,7 @@ class WebhookDispatcher:
                         await conn.fetchval("SELECT 1", timeout=5)  # a silently dead socket
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # reconnect whatever it was; the relay covers the gap
                 log.warning("webhook listener lost PostgreSQL error=%s", type(exc).__name__)
             finally:
                 self.listening.clear()
