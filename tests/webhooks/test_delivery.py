@@ -541,3 +541,40 @@ async def test_redirects_are_not_followed(
     status, page = await call(wapi, "GET", f"/v1/webhook_endpoints/{hook['id']}/deliveries", key)
     assert status == 200
     assert page["deliveries"][-1]["error"] == "HTTP 302 (redirects are not followed)"
+
+
+async def test_metrics_count_deliveries_attempts_and_the_backlog_age(
+    wapi: Api,
+    make_key: Any,
+    import_lines: Any,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    pool: asyncpg.Pool,
+) -> None:
+    from prometheus_client import generate_latest
+
+    key = await make_key("acme")
+    await create_endpoint(wapi, key, receiver.url("/m"))
+    receiver.script("/m", Answer(500))
+    await import_lines("acme", [account("twitter", "ada")])
+    await receiver.wait("/m", 2)
+
+    async def counted() -> str | None:
+        text = generate_latest(dispatcher.metrics.registry).decode()
+        done = 'octopost_webhook_deliveries_total{result="delivered",type="account.connected"} 1.0'
+        return text if done in text else None
+
+    text = await wait_for(counted, what="the delivery counted")
+    assert 'octopost_webhook_attempts_total{result="http_error"} 1.0' in text
+    assert 'octopost_webhook_attempts_total{result="success"} 1.0' in text
+    assert "octopost_webhook_attempt_duration_seconds_count 2.0" in text
+    # a delivery stuck pending shows as the age of the oldest
+    await pool.execute(
+        "UPDATE webhook_deliveries SET status = 'pending', created_at = now() - interval '1 hour',"
+        " next_attempt_at = now() + interval '1 day'"
+    )
+    await dispatcher.relay_once()
+    age = dispatcher.metrics.registry.get_sample_value(
+        "octopost_webhook_oldest_undelivered_seconds"
+    )
+    assert age is not None and 3590 < age < 3700, age
