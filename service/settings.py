@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     # The relay: how often each worker looks for deliveries that came due (retries, or a
     # wake-up it missed while PostgreSQL was unreachable).
     webhook_relay_seconds: float = 5.0
+    # Finished deliveries, their events and attempts are deleted after this many days.
+    webhook_retention_days: float = 30.0
     # Loopback, private, link-local and IP-literal endpoint hosts (development and tests).
     allow_private_hosts: bool = False
 

@@ -71,6 +71,9 @@ CREATE TABLE webhook_attempts (
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX webhook_attempts_endpoint ON webhook_attempts (endpoint_id, id);
+CREATE INDEX webhook_attempts_age ON webhook_attempts (created_at);
+CREATE INDEX webhook_events_age ON webhook_events (created_at);
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
 
 -- The seed's Account object, field for field, timestamps as the API writes them.
 CREATE FUNCTION webhook_timestamp(t timestamptz) RETURNS text

@@ -45,6 +45,7 @@ USER_AGENT = "Octopost-Webhooks/1"
 MAX_RESPONSE_BYTES = 64 * 1024
 MAX_RETRY_AFTER = 86400.0
 RELAY_LIMIT = 10_000
+PRUNE_PAUSE = 60.0
 
 
 class BlockedAddress(OSError):
@@ -116,6 +117,7 @@ class WebhookDispatcher:
         self._closing = False
         self._session: aiohttp.ClientSession | None = None
         self.listening = asyncio.Event()
+        self._next_prune = 0.0
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -163,11 +165,17 @@ class WebhookDispatcher:
         )
 
     async def relay_once(self) -> int:
-        """Wake every endpoint with deliveries due; refresh the backlog gauge."""
+        """Wake every endpoint with deliveries due; refresh the backlog gauge; prune what
+        is past retention (a chunk a tick, at most once a minute per process)."""
         due = await repo.due_endpoints(self.pool, RELAY_LIMIT)
         for endpoint_id in due:
             self.wake(endpoint_id)
         self.metrics.webhook_oldest_undelivered.set(await repo.oldest_pending_age(self.pool))
+        now = time.monotonic()
+        if now >= self._next_prune:
+            pruned = await repo.prune(self.pool, self.settings.webhook_retention_days * 86400)
+            # more left: go on next tick; else rest for a minute
+            self._next_prune = now if pruned else now + PRUNE_PAUSE
         return len(due)
 
     async def _relay_loop(self) -> None:

@@ -319,6 +319,21 @@ WHERE d.status = 'pending' AND d.next_attempt_at <= now()
   AND (d.leased_until IS NULL OR d.leased_until < now())
 LIMIT $1
 """
+# Retention, a chunk at a time: attempts by age; events by age once none of their deliveries
+# is pending (their delivery rows go with them).
+PRUNE_ATTEMPTS = """
+DELETE FROM webhook_attempts WHERE id IN (
+    SELECT id FROM webhook_attempts
+    WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)
+"""
+PRUNE_EVENTS = """
+DELETE FROM webhook_events WHERE id IN (
+    SELECT ev.id FROM webhook_events ev
+    WHERE ev.created_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d
+                      WHERE d.event_id = ev.id AND d.status = 'pending')
+    LIMIT $2)
+"""
 OLDEST_PENDING = """
 SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8
 FROM webhook_deliveries WHERE status = 'pending'
@@ -381,6 +396,15 @@ async def record_attempts(
 
 async def due_endpoints(conn: asyncpg.Pool, limit: int) -> list[str]:
     return [r["endpoint_id"] for r in await conn.fetch(DUE_ENDPOINTS, limit)]
+
+
+async def prune(conn: asyncpg.Pool, older_than_seconds: float, chunk: int = 1000) -> int:
+    """Delete one chunk of each; the number of rows deleted (0: nothing left to prune)."""
+    deleted = 0
+    for statement in (PRUNE_ATTEMPTS, PRUNE_EVENTS):
+        status: str = await conn.execute(statement, older_than_seconds, chunk)
+        deleted += int(status.split()[-1])
+    return deleted
 
 
 async def oldest_pending_age(conn: asyncpg.Pool) -> float:

@@ -578,3 +578,38 @@ async def test_metrics_count_deliveries_attempts_and_the_backlog_age(
         "octopost_webhook_oldest_undelivered_seconds"
     )
     assert age is not None and 3590 < age < 3700, age
+
+
+async def test_retention_prunes_finished_events_and_attempts_only(
+    wapi: Api,
+    make_key: Any,
+    import_lines: Any,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+    pool: asyncpg.Pool,
+) -> None:
+    key = await make_key("acme")
+    await create_endpoint(wapi, key, receiver.url("/old"))
+    await import_lines("acme", [account("twitter", "ada"), account("bluesky", "bob")])
+    await receiver.wait("/old", 2)
+
+    async def both_delivered() -> bool:
+        n = await pool.fetchval(
+            "SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'"
+        )
+        return bool(n == 2)
+
+    await wait_for(both_delivered, what="both delivered")
+    old = "now() - interval '31 days'"
+    await pool.execute(f"UPDATE webhook_events SET created_at = {old}")
+    await pool.execute(f"UPDATE webhook_attempts SET created_at = {old}")
+    # one of them is still pending: it stays, with its event
+    kept = await pool.fetchval(
+        "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = now() + interval "
+        "'1 day' WHERE event_id = (SELECT min(event_id) FROM webhook_deliveries) RETURNING event_id"
+    )
+    dispatcher._next_prune = 0.0
+    await dispatcher.relay_once()
+    assert [r["id"] for r in await pool.fetch("SELECT id FROM webhook_events")] == [kept]
+    assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
+    assert await pool.fetchval("SELECT count(*) FROM webhook_attempts") == 0
