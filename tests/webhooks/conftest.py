@@ -62,6 +62,8 @@ class Receiver:
         self.scripts: dict[str, list[Answer]] = {}
         self.defaults: dict[str, Answer] = {}
         self.base = ""
+        self.in_flight: dict[str, int] = {}
+        self.most_in_flight: dict[str, int] = {}
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
         return str(URL(self.base).with_host(host)) + path.lstrip("/")
@@ -79,8 +81,14 @@ class Receiver:
         self.received.append(Received(request.path, dict(request.headers), body, time.monotonic()))
         queue = self.scripts.get(request.path)
         answer = queue.pop(0) if queue else self.defaults.get(request.path, Answer())
-        if answer.delay:
-            await asyncio.sleep(answer.delay)
+        path = request.path
+        self.in_flight[path] = self.in_flight.get(path, 0) + 1
+        self.most_in_flight[path] = max(self.most_in_flight.get(path, 0), self.in_flight[path])
+        try:
+            if answer.delay:
+                await asyncio.sleep(answer.delay)
+        finally:
+            self.in_flight[path] -= 1
         return web.Response(status=answer.status, headers=answer.headers, text="ok")
 
     async def wait(self, path: str, n: int = 1, within: float = 20.0) -> list[Received]:

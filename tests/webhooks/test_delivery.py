@@ -613,3 +613,51 @@ async def test_retention_prunes_finished_events_and_attempts_only(
     assert [r["id"] for r in await pool.fetch("SELECT id FROM webhook_events")] == [kept]
     assert await pool.fetchval("SELECT count(*) FROM webhook_deliveries") == 1
     assert await pool.fetchval("SELECT count(*) FROM webhook_attempts") == 0
+
+
+async def test_a_change_that_rolls_back_is_never_reported(
+    wapi: Api, make_key: Any, import_lines: Any, receiver: Receiver, pool: asyncpg.Pool
+) -> None:
+    from service.repository.webhooks import TrailEvent, record_account_events
+
+    key = await make_key("acme")
+    await create_endpoint(wapi, key, receiver.url("/rollback"))
+    (account_id,) = await import_lines("acme", [account("twitter", "ada")])
+    await receiver.wait("/rollback", 1)
+    with pytest.raises(RuntimeError):
+        async with pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE accounts SET is_active = false WHERE id = $1", account_id)
+            await record_account_events(conn, [TrailEvent(account_id, "deactivated", "x")])
+            raise RuntimeError("the change fails after its outbox write")
+    # the committed one after it arrives, the rolled-back one never does
+    async with pool.acquire() as conn, conn.transaction():
+        await record_account_events(conn, [TrailEvent(account_id, "reactivated")])
+    _, second = await receiver.wait("/rollback", 2)
+    assert second.json["type"] == "account.reactivated"
+    await asyncio.sleep(0.5)
+    assert [r.json["type"] for r in receiver.at("/rollback")] == [
+        "account.connected",
+        "account.reactivated",
+    ]
+    assert await pool.fetchval("SELECT count(*) FROM webhook_events") == 2
+
+
+async def test_in_flight_requests_per_endpoint_are_bounded(
+    wsettings: Settings,
+    pool: asyncpg.Pool,
+    vault: Vault,
+    wapi: Api,
+    make_key: Any,
+    import_lines: Any,
+    receiver: Receiver,
+    dispatcher: WebhookDispatcher,
+) -> None:
+    await dispatcher.close()  # this test's worker has a bound of 3
+    key = await make_key("acme")
+    await create_endpoint(wapi, key, receiver.url("/bounded"))
+    receiver.script("/bounded", default=Answer(200, delay=0.3))
+    bounded = wsettings.model_copy(update={"webhook_endpoint_concurrency": 3})
+    async with dispatching(bounded, pool, vault):
+        await import_lines("acme", [account("twitter", f"user{n}") for n in range(10)])
+        await receiver.wait("/bounded", 10)
+    assert receiver.most_in_flight["/bounded"] == 3
