@@ -114,7 +114,7 @@ async def _dispatcher() -> None:
     finally:
         await dispatcher.close()
         await pool.close()
-        if profiler is not None:
+        if profiler is not None and profile_to:
             profiler.disable()
             profiler.dump_stats(profile_to)
 
