@@ -44,7 +44,6 @@ from bench.common import (
     cores,
     flush_redis,
     fmt,
-    free_port,
     median,
     octopost_command,
     ratio,
@@ -54,6 +53,7 @@ from bench.common import (
     wait_for_port,
 )
 from bench.loadgen import LoadResult
+from devkit.embedded import free_port
 
 # what the sandbox accepts as app credentials (it takes any)
 SANDBOX_APP_ENV = {

@@ -536,6 +536,9 @@ async def running_worker(
 async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int) -> None:
     from worker.runtime import runtime
 
+    if "OCTOPOST_ALLOW_PRIVATE_HOSTS" not in os.environ:
+        # a local stack delivers webhooks to local receivers
+        settings = settings.model_copy(update={"allow_private_hosts": True})
     vault = load_vault(settings)
     await migrate(settings.database_url)
     key, service_key = await seed_demo(settings, vault)
@@ -599,12 +602,16 @@ async def serve_dev(settings: Settings, host: str, port: int, sandbox_port: int)
             f"(OpenAPI: {internal_base}/internal/v1/openapi.json)\n"
             f"  metrics      {base}/metrics   (the API's and the worker's)\n"
             f"  sandbox      {sandbox_url}   (the fake platforms the worker checks tokens at)\n"
-            f"  worker       token health ({schedule}), revocations, platform notices\n"
+            f"  worker       token health ({schedule}), revocations, platform notices, "
+            "webhook deliveries\n"
             f"  workspace    {DEMO_WORKSPACE!r}, its API key (kept in "
             f"{settings.data_dir / DEMO_KEY_FILE}):\n\n{key}\n\n"
             f"  service key  {DEV_SERVICE_KEY_NAME!r} ({', '.join(SCOPES)}), for the internal "
             f"API (kept in {settings.data_dir / DEV_SERVICE_KEY_FILE}):\n\n{service_key}\n\n"
             f'  try:  curl {base}/v1/accounts -H "Authorization: Bearer {key}"\n'
+            f'        curl {base}/v1/webhook_endpoints -H "Authorization: Bearer {key}" '
+            '-d \'{"url": "http://127.0.0.1:9000/"}\'   (then: python3 dev.py octopost '
+            "webhook-receiver --secret whsec_...)\n"
             "        python3 dev.py octopost sweep --wait   (another shell: check all tokens now)\n"
             f"        curl {sandbox_url}/sandbox/push -d '{DEMO_PUSH}'\n"
             "        (the demo Page's user removes the app: acc_fb0001 turns inactive)\n"

@@ -366,6 +366,8 @@ async def cmd_tokens_rotate(args: argparse.Namespace, settings: Settings) -> int
         for table, fetch in (
             ("tokens", tokens.tokens_not_under_key),
             ("revocations", tokens.revocations_not_under_key),
+            ("webhook secrets", tokens.webhook_secrets_not_under_key),
+            ("previous webhook secrets", tokens.previous_webhook_secrets_not_under_key),
         ):
             after = ""
             while True:
@@ -434,6 +436,13 @@ def cmd_sandbox(args: argparse.Namespace, settings: Settings) -> int:
     if sandbox is None:
         return _no_dev_tooling("sandbox")
     sandbox.serve(args.host, args.port, args.latency_ms)
+    return 0
+
+
+def cmd_webhook_receiver(args: argparse.Namespace, settings: Settings) -> int:
+    from devkit.sandbox.receiver import serve
+
+    serve(args.host, args.port, args.secret)
     return 0
 
 
@@ -680,7 +689,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = tok.add_parser("rotate", help="re-encrypt every stored token under the first key")
     p.set_defaults(func=cmd_tokens_rotate)
 
-    p = sub.add_parser("worker", help="run the token-health and revocation worker (arq)")
+    p = sub.add_parser(
+        "worker", help="run the token-health, revocation and webhook delivery worker (arq)"
+    )
     p.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     p.add_argument(
         "--shutdown-wait",
@@ -719,6 +730,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8090)
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser(
+        "webhook-receiver", help="print the webhooks sent to a local port (for trying them out)"
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--secret", help="the endpoint's whsec_... secret: verify each signature")
+    p.set_defaults(func=cmd_webhook_receiver)
 
     p = sub.add_parser(
         "dev",

@@ -168,3 +168,29 @@ def test_notice_bench_runs_at_a_tiny_size() -> None:
     p50, p99 = (float(c.replace(",", "")) for c in row.split("|")[2:5:2])
     assert 0 < p50 <= p99 < 60_000, row
     assert "| TikTok (HMAC-SHA256) |" in out and "| Google RISC (RS256 JWT) |" in out
+
+
+def test_webhooks_bench_end_to_end() -> None:
+    """Its own embedded PostgreSQL, a receiver and a dispatcher process; every figure there."""
+    r = bench(
+        "webhooks",
+        "--endpoints",
+        "2",
+        "--per-endpoint",
+        "10",
+        "--changes",
+        "20",
+        "--repeat",
+        "1",
+        "--receiver-delay-ms",
+        "5",
+        "--timeout",
+        "2",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [line for line in r.stdout.splitlines() if line.startswith("| 1 |")]
+    assert len(rows) == 2, r.stdout
+    for row in rows:
+        cols = [c.strip() for c in row.strip("|").split("|")]
+        assert cols[2] == "20" and number(cols[3]) > 0, row
+    assert "only" not in r.stdout, r.stdout  # every change arrived

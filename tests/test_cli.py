@@ -210,15 +210,6 @@ async def test_import_from_file_and_duplicate_identity(
     assert await pool.fetchval("SELECT count(*) FROM accounts") == 0
 
 
-def test_import_of_a_missing_file_says_so_in_one_line(settings: Settings, tmp_path: Path) -> None:
-    missing = tmp_path / "nope.jsonl"
-    r = run(settings, "accounts", "import", "--workspace", "acme", str(missing))
-    assert (r.returncode, r.stdout) == (2, "")
-    assert r.stderr.splitlines() == [
-        f"octopost: cannot read {missing}: No such file or directory; nothing was imported"
-    ]
-
-
 async def test_token_key_rotation_reencrypts_everything(
     settings: Settings, pool: Any, vault: Any
 ) -> None:

@@ -92,8 +92,12 @@ def decide(
     access_expires_at: datetime | None,
     can_refresh: bool,
     margin: timedelta = timedelta(0),
+    source: str = "check",
 ) -> Outcome:
-    """Map a platform answer onto the account's new health row (and its event)."""
+    """Map a platform answer onto the account's new health row (and its event).
+
+    ``source`` says which call found a dead token (``check`` or ``refresh``); the
+    account.deactivated webhook carries it."""
     was_active: bool = row["is_active"]
     status: str = row["health_status"]
     failures: int = row["transient_failures"]
@@ -122,6 +126,7 @@ def decide(
             failures,
             result.error_code,
             "deactivated",
+            source,
         )
     if result.outcome is TokenOutcome.transient:
         failures += 1
@@ -310,16 +315,18 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
     account, tokens, margin = plan.account, plan.tokens, plan.margin
     access_expires_at = tokens.access_expires_at
     expiry_passed, can_refresh = plan.expiry_passed, plan.can_refresh
-    refreshed = False
+    refreshed = via_refresh = False
     if expiry_passed and not can_refresh:
         result = CheckResult(TokenOutcome.dead, reason="token_expired")
     elif plan.refresh_due:
         result, refreshed = await refresh_tokens(rt, adapter, account, tokens, row["generation"])
+        via_refresh = True
     else:
         result = await _call(rt, platform, "verify", lambda: adapter.verify(account, tokens))
         if result.try_refresh and can_refresh:
             after, refreshed = await refresh_tokens(rt, adapter, account, tokens, row["generation"])
             result = conclude_after_refresh(result, after)
+            via_refresh = True
     if refreshed and result.new_tokens is not None:
         access_expires_at = result.new_tokens.access_expires_at
     rt.metrics.checks.labels(platform, result.outcome.value).inc()
@@ -331,6 +338,7 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
         access_expires_at=access_expires_at,
         can_refresh=can_refresh,
         margin=margin,
+        source="refresh" if via_refresh else "check",
     )
     if refreshed and outcome.event is None:
         outcome = replace(outcome, event="refreshed")

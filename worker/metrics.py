@@ -1,5 +1,5 @@
 """Prometheus metrics of the worker: checks by platform and outcome, latency, status, sweeps,
-revocations and platform notices."""
+revocations, platform notices and webhook deliveries."""
 
 from __future__ import annotations
 
@@ -50,6 +50,30 @@ class WorkerMetrics:
             "octopost_platform_notice_accounts_total",
             "Accounts changed by platform push notices, by platform and action.",
             ["platform", "action"],
+            registry=self.registry,
+        )
+
+        self.webhook_deliveries = Counter(
+            "octopost_webhook_deliveries_total",
+            "Webhook deliveries that ended, by event type and result (delivered, failed).",
+            ["type", "result"],
+            registry=self.registry,
+        )
+        self.webhook_attempts = Counter(
+            "octopost_webhook_attempts_total",
+            "Webhook attempts by result (success, http_error, no_response).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_duration = Histogram(
+            "octopost_webhook_attempt_duration_seconds",
+            "Time from sending a webhook to its answer (or the timeout).",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 30.0),
+            registry=self.registry,
+        )
+        self.webhook_oldest_undelivered = Gauge(
+            "octopost_webhook_oldest_undelivered_seconds",
+            "Age of the oldest webhook delivery still pending (refreshed by the relay).",
             registry=self.registry,
         )
 

@@ -18,6 +18,7 @@ from service.platforms.config import PlatformSettings
 from service.platforms.registry import build_adapters
 from worker.limits import PlatformLimits
 from worker.metrics import WorkerMetrics
+from worker.webhooks import WebhookDispatcher
 
 CTX_KEY = "octopost"
 
@@ -32,6 +33,9 @@ class Runtime:
     adapters: dict[str, PlatformAdapter]
     limits: PlatformLimits
     metrics: WorkerMetrics
+    # the worker's webhook dispatcher; None where only the refresh machinery is borrowed
+    # (the API's credential issuance)
+    webhooks: WebhookDispatcher | None = None
 
     @classmethod
     async def start(
@@ -54,9 +58,14 @@ class Runtime:
             concurrency=settings.platform_concurrency,
             rate_per_second=settings.platform_rate_per_second,
         )
-        return cls(settings, pool, redis, vault, http, adapters, limits, metrics or WorkerMetrics())
+        metrics = metrics or WorkerMetrics()
+        webhooks = WebhookDispatcher(settings, pool, vault, metrics)
+        await webhooks.start()
+        return cls(settings, pool, redis, vault, http, adapters, limits, metrics, webhooks)
 
     async def close(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.close()
         await self.http.close()
         await self.pool.close()
 

@@ -13,7 +13,7 @@ from aiohttp.typedefs import Handler
 from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool
 
-from service.api import appkeys, push_views, views
+from service.api import appkeys, push_views, views, webhook_views
 from service.api.appkeys import PRINCIPAL
 from service.api.auth import Authenticator
 from service.api.errors import PayloadTooLarge, RequestTimeout, error_middleware
@@ -21,7 +21,9 @@ from service.api.metrics import ApiMetrics, metrics_middleware, metrics_view
 from service.api.openapi import build_openapi
 from service.core.db import create_pool
 from service.core.ids import random_string
+from service.core.keyring import load_vault
 from service.core.settings import Settings
+from service.core.vault import Vault
 from service.platforms.config import PlatformSettings
 
 BODY_READ_SECONDS = 10.0
@@ -40,8 +42,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 @web.middleware
 async def body_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    # Only the platform-event receivers read a body (aiohttp's client_max_size bounds that
-    # read); elsewhere refuse an oversized one up front instead of silently ignoring it.
+    # Refuse an oversized body up front, also on endpoints that read none (where aiohttp's
+    # client_max_size never triggers) instead of silently ignoring it.
     limit = request.app[appkeys.SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
@@ -49,21 +51,22 @@ async def body_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if request.content_length is None and request.body_exists and not reads_body:
         # A chunked body declares no length: count it (up to the limit) instead, and do not
         # wait for ever on a client that stops sending.
-        size = 0
+        body = bytearray()
         try:
             async with asyncio.timeout(BODY_READ_SECONDS):
                 while chunk := await request.content.read(64 * 1024):
-                    size += len(chunk)
-                    if size > limit:
+                    body += chunk
+                    if len(body) > limit:
                         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
         except TimeoutError:
             raise RequestTimeout("the request body did not arrive in time") from None
+        request[appkeys.READ_BODY] = bytes(body)  # the stream is used up: handlers read this
     return await handler(request)
 
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path.startswith("/v1/accounts"):
+    if request.path.startswith(("/v1/accounts", "/v1/webhook_endpoints")):
         request[PRINCIPAL] = await request.app[appkeys.AUTHENTICATOR].authenticate(
             request.headers.get("Authorization"), request.remote or "unknown"
         )
@@ -88,6 +91,7 @@ def create_app(
     pool: asyncpg.Pool | None = None,
     redis: ArqRedis | None = None,
     platform_settings: PlatformSettings | None = None,
+    vault: Vault | None = None,
 ) -> web.Application:
     """Build the app. Resources handed in are used as they are and not closed here."""
     from service.api.connect_views import add_public_routes, connect_context
@@ -105,6 +109,7 @@ def create_app(
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.METRICS] = ApiMetrics()
+    app[appkeys.VAULT] = vault or load_vault(settings)
 
     async def database(app: web.Application) -> AsyncIterator[None]:
         own = pool is None
@@ -138,6 +143,7 @@ def create_app(
     app.router.add_delete("/v1/accounts/{account_id}", views.disconnect_account)
     app.router.add_get("/v1/accounts/{account_id}/health", views.account_health, allow_head=False)
     app.router.add_get("/v1/accounts/{account_id}/events", views.account_events, allow_head=False)
+    webhook_views.add_routes(app)
     app.router.add_get("/v1/openapi.json", openapi_view, allow_head=False)
     add_public_routes(app)
     app.router.add_get("/healthz", views.healthz)

@@ -9,6 +9,7 @@ from aiohttp import web
 from arq.connections import ArqRedis
 
 from service.core.settings import Settings
+from service.core.vault import Vault
 
 if TYPE_CHECKING:
     from service.api.auth import Authenticator, Principal
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", Settings)
 POOL = web.AppKey("pool", asyncpg.Pool)
 REDIS = web.AppKey("redis", ArqRedis)
+# seals webhook endpoint secrets
+VAULT = web.AppKey("vault", Vault)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")
 ISSUER: web.AppKey[Issuer] = web.AppKey("issuer")
@@ -28,4 +31,6 @@ SERVICE_AUTHENTICATOR: web.AppKey[ServiceAuthenticator] = web.AppKey("service_au
 CONNECT: web.AppKey[ConnectService] = web.AppKey("connect")
 RISC: web.AppKey[RiscVerifier] = web.AppKey("risc_verifier")
 REQUEST_ID = web.RequestKey("request_id", str)
+# a chunked body the size check already read
+READ_BODY = web.RequestKey("read_body", bytes)
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")

@@ -20,7 +20,7 @@ from service.api.errors import BadRequest
 from service.core.ids import ID_RE
 
 _KEY = b"octopost-cursor-v1"
-# Event ids are a PostgreSQL bigint.
+# Event ids (and webhook attempt ids, "wha") are a PostgreSQL bigint.
 _MAX_EVENT_ID = 2**63 - 1
 
 
@@ -45,7 +45,7 @@ def _event_parts(parts: list[str]) -> bool:
 
 
 # What the parts of each kind may hold, checked on every decode.
-_VALID_PARTS = {"acc": _account_parts, "evt": _event_parts}
+_VALID_PARTS = {"acc": _account_parts, "evt": _event_parts, "wha": _event_parts}
 
 
 def decode(kind: str, cursor: str, arity: int) -> list[str]:

@@ -28,6 +28,7 @@ _TYPE_BY_STATUS = {
     405: "method_not_allowed",
     406: "not_acceptable",
     408: "request_timeout",
+    409: "conflict",
     411: "length_required",
     413: "payload_too_large",
     414: "uri_too_long",
@@ -102,6 +103,11 @@ class AccountInactive(ApiError):
 
     status = 409
     type = "account_inactive"
+
+
+class Conflict(ApiError):
+    status = 409
+    type = "conflict"
 
 
 class RequestTimeout(ApiError):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from service.api import webhook_openapi
 from service.api.models import (
     HEALTH_STATUSES,
     Account,
@@ -17,7 +19,14 @@ from service.api.models import (
 )
 from service.core.ids import PLATFORMS
 
-_MODELS = (Account, AccountList, AccountPage, AccountHealth, AccountEventList, ErrorBody)
+_MODELS: tuple[type[BaseModel], ...] = (
+    Account,
+    AccountList,
+    AccountPage,
+    AccountHealth,
+    AccountEventList,
+    ErrorBody,
+)
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -58,16 +67,19 @@ _CURSOR = {"name": "cursor", "in": "query", "required": False, "schema": {"type"
 
 
 def build_openapi() -> dict[str, Any]:
-    _, defs = models_json_schema(
-        [(m, "serialization") for m in _MODELS], ref_template="#/components/schemas/{model}"
-    )
+    models: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "serialization") for m in (*_MODELS, *webhook_openapi.RESPONSE_MODELS)
+    ]
+    models += [(m, "validation") for m in webhook_openapi.REQUEST_MODELS]
+    _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     list_schema = {"oneOf": [_ref("AccountList"), _ref("AccountPage")]}
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Octopost Accounts API",
             "version": "1.0.0",
-            "description": "Connected social media accounts: list, get, disconnect.",
+            "description": "Connected social media accounts: list, get, disconnect; webhook "
+            "endpoints that receive their changes.",
         },
         "servers": [{"url": "/"}],
         "components": {
@@ -168,5 +180,6 @@ def build_openapi() -> dict[str, Any]:
                     },
                 }
             },
+            **webhook_openapi.webhook_paths(_error, _AUTH_ERRORS, _LIMIT, _CURSOR),
         },
     }

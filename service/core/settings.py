@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -101,9 +101,49 @@ class Settings(BaseSettings):
     # The relay re-queues notices still pending this long after they were received.
     notice_relay_grace_seconds: float = 30.0
 
+    # --- outgoing webhooks ---
+    # A delivery succeeds on a 2xx answered within this many seconds (redirects not followed).
+    webhook_timeout_seconds: float = 15.0
+    # Seconds before each attempt (the first is the initial try), +-10 % jitter, never
+    # below the receiver's Retry-After; after the last one the delivery is failed.
+    webhook_retry_schedule: str = "0,5,300,1800,7200,18000,36000,50400,72000,86400"
+    # An endpoint whose every attempt failed for this long is disabled.
+    webhook_disable_after_days: float = 5.0
+    # Requests in flight per endpoint, and for all endpoints, per worker process.
+    webhook_endpoint_concurrency: int = 64
+    webhook_concurrency: int = 512
+    # The relay: how often each worker looks for deliveries that came due (retries, or a
+    # wake-up it missed while PostgreSQL was unreachable).
+    webhook_relay_seconds: float = 5.0
+    # Finished deliveries, their events and attempts are deleted after this many days.
+    webhook_retention_days: float = 30.0
+    # Loopback, private, link-local and IP-literal endpoint hosts (development and tests).
+    allow_private_hosts: bool = False
+
     # Where `octopost dev` keeps its embedded databases and the development token key.
     data_dir: Path = Path(".var")
 
     @cached_property
     def is_production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def webhook_schedule(self) -> tuple[float, ...]:
+        return parse_schedule(self.webhook_retry_schedule)
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _valid_schedule(cls, value: str) -> str:
+        parse_schedule(value)
+        return value
+
+
+def parse_schedule(value: str) -> tuple[float, ...]:
+    """ "0, 5, 300" -> (0.0, 5.0, 300.0); at least one attempt, none negative."""
+    try:
+        steps = tuple(float(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("must be seconds separated by commas, e.g. 0,5,300") from None
+    if not steps or any(s < 0 or s != s for s in steps):
+        raise ValueError("must list at least one non-negative number of seconds")
+    return steps

@@ -7,6 +7,8 @@ from datetime import datetime
 
 import asyncpg
 
+from service.core.repository.webhooks import TrailEvent, record_account_events
+
 LOCK_WORKSPACE_IMPORTS = "SELECT pg_advisory_xact_lock(hashtextextended('import', $1))"
 
 LIVE_IDS_BY_IDENTITY = """
@@ -80,11 +82,6 @@ STORED_REFRESH = """
 SELECT account_id, key_id, sealed, refresh_expires_at FROM account_tokens
 WHERE account_id = ANY($1::text[]) AND has_refresh
 FOR UPDATE
-"""
-
-INSERT_EVENTS = """
-INSERT INTO account_events (account_id, kind)
-SELECT * FROM unnest($1::text[], $2::text[])
 """
 
 
@@ -170,8 +167,8 @@ async def upsert_accounts(
         [r.refresh_digest for r in rows],
         [r.refresh_prefix_digest for r in rows],
     )
-    await conn.execute(
-        INSERT_EVENTS,
-        [r.id for r in rows],
-        ["reconnected" if r.reconnect else "connected" for r in rows],
+    # the trail and the webhook outbox, in the import's transaction
+    await record_account_events(
+        conn,
+        [TrailEvent(r.id, "reconnected" if r.reconnect else "connected") for r in rows],
     )

@@ -90,9 +90,9 @@ WHERE a.id = ANY($1::text[]) AND a.lease_sweep_id IS NOT DISTINCT FROM $2
 APPLY_OUTCOMES = """
 WITH o AS (
     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::boolean[],
-                         $7::timestamptz[], $8::integer[], $9::text[], $10::text[])
+                         $7::timestamptz[], $8::integer[], $9::text[], $10::text[], $12::text[])
         AS o(id, outcome, status, reason, is_active, next_check_at, transient_failures,
-             error_code, event)
+             error_code, event, source)
 ), upd AS (
     UPDATE accounts a SET
         health_status = o.status,
@@ -111,12 +111,14 @@ WITH o AS (
     -- through the whole first sweep; the figures are in the commit that added this).
     WHERE a.id = o.id AND coalesce(a.lease_sweep_id, 0) = $1
       AND a.disconnected_at IS NULL
-    RETURNING a.id, o.outcome, o.event, o.reason, o.error_code
+    RETURNING a.id, o.outcome, o.event, o.reason, o.error_code, o.source
 ), ev AS (
+    -- the trail, and through its trigger the webhook outbox (sql/0006_webhooks.sql)
     INSERT INTO account_events (account_id, kind, reason, detail)
     SELECT id, event, reason,
-           CASE WHEN error_code IS NULL THEN NULL
-                ELSE jsonb_build_object('error_code', error_code) END
+           CASE WHEN error_code IS NULL AND source IS NULL THEN NULL
+                ELSE jsonb_strip_nulls(jsonb_build_object('error_code', error_code,
+                                                          'source', source)) END
     FROM upd WHERE event IS NOT NULL
 ), counts AS (
     SELECT count(*) FILTER (WHERE outcome <> 'skipped') AS checked,
@@ -174,6 +176,8 @@ class Outcome:
     transient_failures: int
     error_code: str | None
     event: str | None
+    # which call found a dead token (check | refresh); the account.deactivated webhook says
+    source: str | None = None
 
 
 async def create_sweep(
@@ -256,6 +260,7 @@ async def apply_outcomes(
         [o.error_code for o in outcomes],
         [o.event for o in outcomes],
         refreshed,
+        [o.source for o in outcomes],
     )
     if row is None:  # the sweep row is gone; the accounts were still written
         return 0, 0
