@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from service.db import Pool
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from service.metrics import ApiMetrics
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 AUTHENTICATOR: web.AppKey[Authenticator] = web.AppKey("authenticator")
 METRICS: web.AppKey[ApiMetrics] = web.AppKey("metrics")

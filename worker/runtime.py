@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import asyncpg
 from arq.connections import ArqRedis
 
-from service.db import create_pool
+from service.db import Pool, create_pool
 from service.settings import Settings
 from service.tokenkeys import load_vault
 from service.vault import Vault
@@ -25,7 +24,7 @@ CTX_KEY = "octopost"
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: Pool
     redis: ArqRedis
     vault: Vault
     http: aiohttp.ClientSession
