@@ -23,6 +23,18 @@ T = TypeVar("T")
 PAUSE_KEY = "octopost:pause:{}"
 BUDGET_KEY = "octopost:budget:{}:{}"
 PAUSE_CACHE_SECONDS = 1.0
+# Set-if-later, in one step on the server: a short pause (a plain 429, 60 s) written by one
+# worker never cuts short a longer one (a platform-wide throttle, 1 h) another worker set.
+# Returns the pause in force afterwards. A script, not SET's newer conditions: the embedded
+# Redis is 6.2.
+_PAUSE_IF_LATER = """
+local stored = redis.call('GET', KEYS[1])
+if stored and (tonumber(stored) or 0) >= tonumber(ARGV[1]) then
+    return stored
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
 
 
 class PlatformPaused(Exception):
@@ -51,6 +63,7 @@ class PlatformLimits:
         self._permits: dict[str, _Permits] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pauses: dict[str, tuple[float, float]] = {}  # platform -> (until, read_at)
+        self._pause_if_later = redis.register_script(_PAUSE_IF_LATER)
 
     def _semaphore(self, platform: str) -> asyncio.Semaphore:
         sem = self._semaphores.get(platform)
@@ -72,11 +85,17 @@ class PlatformLimits:
         return cached[0] if cached[0] > now else None
 
     async def pause(self, platform: str, seconds: float) -> float:
+        """Pause the platform for every worker until now + seconds, unless a later pause is
+        already set; returns the end of the pause in force."""
         until = time.time() + seconds
         current = self._pauses.get(platform, (0.0, 0.0))[0]
         if until > current:
             self._pauses[platform] = (until, time.time())
-            await self.redis.set(PAUSE_KEY.format(platform), str(until), px=int(seconds * 1000) + 1)
+            answer = await self._pause_if_later(
+                keys=[PAUSE_KEY.format(platform)], args=[repr(until), int(seconds * 1000) + 1]
+            )
+            until = max(until, float(answer))
+            self._pauses[platform] = (until, time.time())
         return max(until, current)
 
     async def _take_permit(self, platform: str) -> None:
