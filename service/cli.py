@@ -47,8 +47,12 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from service.server import MULTIPROC_ENV, multiprocess_metrics_dir, serve_processes
+
+    if args.processes > 1:
+        # before prometheus_client is imported (by the app): it picks its storage then
+        os.environ[MULTIPROC_ENV] = multiprocess_metrics_dir()
     from service.app import create_app
-    from service.server import serve_processes
 
     if settings.is_production:
         load_vault(settings)  # refuse to start without configured keys
