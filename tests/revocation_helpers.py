@@ -20,7 +20,8 @@ from arq.connections import ArqRedis
 from service.server import AppRunner
 from service.settings import Settings
 from tests.conftest import ROOT, free_port
-from tests.worker.conftest import CREDENTIALS, Sandbox
+from tests.platforms.rows import CREDENTIALS
+from tests.worker.conftest import Sandbox
 from worker.platforms.config import PlatformSettings
 from worker.revoke import relay_revocations
 from worker.runtime import CTX_KEY, Runtime

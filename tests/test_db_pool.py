@@ -175,9 +175,9 @@ async def test_no_request_fails_because_of_another(pool: Pool, seeded: str) -> N
         return_exceptions=True,
     )
     assert isinstance(results[1], asyncpg.DataError), results
-    assert results[0]["id"] == "acc_abc123"  # type: ignore[index]
-    assert len(results[2]) == 3  # type: ignore[arg-type]
-    assert results[3]["id"] == "acc_ghi789"  # type: ignore[index]
+    assert results[0]["id"] == "acc_abc123"
+    assert len(results[2]) == 3
+    assert results[3]["id"] == "acc_ghi789"
 
 
 async def test_a_cancelled_request_leaves_the_others_their_answers(pool: Pool, seeded: str) -> None:

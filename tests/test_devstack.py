@@ -123,7 +123,7 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
     port = port_pair()
     env = dev_env(data_dir)
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
+    with log.open("wb") as log_out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -134,8 +134,8 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
             cwd=ROOT,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
+            stdout=log_out,
+            stderr=log_out,
         )
     try:
         banner = await wait_for_banner(proc, log)

@@ -118,7 +118,8 @@ def serving_child(server: Server, local_port: int) -> int | None:
     for child in server.children():
         for conn in child.net_connections(kind="tcp"):
             if conn.raddr and conn.raddr.port == local_port and conn.laddr.port == server.port:
-                return child.pid
+                pid: int = child.pid
+                return pid
     return None
 
 

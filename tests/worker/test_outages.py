@@ -286,7 +286,8 @@ async def test_a_sweep_queued_while_postgres_is_down_runs_when_it_is_back(
 
         await until(f"sweep {sweep_id} done", done, log=stack.worker.text)
         row = await health.get_sweep(conn, sweep_id)
-        assert row is not None and row["checked"] == len(stack.account_ids), dict(row)
+        assert row is not None, sweep_id
+        assert row["checked"] == len(stack.account_ids), dict(row)
     finally:
         await conn.close()
     stack.assert_alive()

@@ -33,7 +33,8 @@ from service.ids import PLATFORMS
 from service.repository import health
 from service.settings import Settings
 from tests.conftest import ROOT, free_port
-from tests.worker.conftest import CREDENTIALS, Sandbox
+from tests.platforms.rows import CREDENTIALS
+from tests.worker.conftest import Sandbox
 from worker.sandbox.app import create_sandbox_app
 
 BATCH = 50
