@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,8 @@ class SandboxState:
     def __init__(self, max_calls: int = 100_000) -> None:
         self.tokens: dict[str, TokenState] = {}
         self.calls: deque[Call] = deque(maxlen=max_calls)
+        # slow calls received and not answered yet, by token (tests wait on this)
+        self.in_flight: Counter[str] = Counter()
         self.total = 0
         self._serial = itertools.count(1)
 
