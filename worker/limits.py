@@ -6,19 +6,28 @@
   one-second window. A process takes permits in chunks to keep Redis off the hot path.
 - Pauses: when a platform says "stop until T" (429 with a reset, Meta app-level throttling,
   quotas), every worker leaves that platform alone until T.
+
+While Redis does not answer, the checks in flight go on under limits kept in this process
+(its own budget of rate_per_second, the pauses it knows of) instead of failing one by one;
+one warning when that starts, one line when Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 T = TypeVar("T")
+
+log = logging.getLogger("octopost.limits")
+REDIS_ERRORS = (RedisError, OSError)
 
 PAUSE_KEY = "octopost:pause:{}"
 BUDGET_KEY = "octopost:budget:{}:{}"
@@ -49,6 +58,9 @@ class PlatformPaused(Exception):
 class _Permits:
     window: int = -1
     left: int = 0
+    # granted in this process while Redis does not answer, for local_window
+    local_window: int = -1
+    local_used: int = 0
 
 
 class PlatformLimits:
@@ -64,6 +76,21 @@ class PlatformLimits:
         self._locks: dict[str, asyncio.Lock] = {}
         self._pauses: dict[str, tuple[float, float]] = {}  # platform -> (until, read_at)
         self._pause_if_later = redis.register_script(_PAUSE_IF_LATER)
+        self._redis_down = False
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning(
+                "platform limits: Redis did not answer (%s); limiting in this process until it"
+                " does",
+                type(exc).__name__,
+            )
+
+    def _redis_answered(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.info("platform limits: Redis answers again; limits shared again")
 
     def _semaphore(self, platform: str) -> asyncio.Semaphore:
         sem = self._semaphores.get(platform)
@@ -76,7 +103,13 @@ class PlatformLimits:
         now = time.time()
         cached = self._pauses.get(platform)
         if cached is None or now - cached[1] > PAUSE_CACHE_SECONDS:
-            raw = await self.redis.get(PAUSE_KEY.format(platform))
+            try:
+                raw = await self.redis.get(PAUSE_KEY.format(platform))
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+                raw = None
+            else:
+                self._redis_answered()
             until = float(raw) if raw else 0.0
             # a pause this process set itself may be newer than Redis's answer
             if cached is not None and cached[0] > until:
@@ -91,9 +124,15 @@ class PlatformLimits:
         current = self._pauses.get(platform, (0.0, 0.0))[0]
         if until > current:
             self._pauses[platform] = (until, time.time())
-            answer = await self._pause_if_later(
-                keys=[PAUSE_KEY.format(platform)], args=[repr(until), int(seconds * 1000) + 1]
-            )
+            try:
+                answer = await self._pause_if_later(
+                    keys=[PAUSE_KEY.format(platform)], args=[repr(until), int(seconds * 1000) + 1]
+                )
+            except REDIS_ERRORS as exc:  # this process keeps the pause; the others cannot
+                self._redis_failed(exc)
+                answer = 0.0
+            else:
+                self._redis_answered()
             until = max(until, float(answer))
             self._pauses[platform] = (until, time.time())
         return max(until, current)
@@ -111,11 +150,20 @@ class PlatformLimits:
                 if permits.window == window and permits.left > 0:
                     continue
                 key = BUDGET_KEY.format(platform, window)
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.incrby(key, self.chunk)
-                    pipe.expire(key, 5)
-                    used, _ = await pipe.execute()
-                granted = max(0, min(self.chunk, self.rate - (int(used) - self.chunk)))
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.incrby(key, self.chunk)
+                        pipe.expire(key, 5)
+                        used, _ = await pipe.execute()
+                except REDIS_ERRORS as exc:
+                    self._redis_failed(exc)
+                    if permits.local_window != window:
+                        permits.local_window, permits.local_used = window, 0
+                    granted = max(0, min(self.chunk, self.rate - permits.local_used))
+                    permits.local_used += granted
+                else:
+                    self._redis_answered()
+                    granted = max(0, min(self.chunk, self.rate - (int(used) - self.chunk)))
                 if granted > 0:
                     permits.window, permits.left = window, granted - 1
                     return

@@ -10,7 +10,8 @@ from arq.connections import ArqRedis
 
 from service.app import redis_client
 from service.settings import Settings
-from worker.limits import PAUSE_KEY, PlatformLimits
+from tests.conftest import free_port
+from worker.limits import PAUSE_KEY, PlatformLimits, PlatformPaused
 
 HOUR, MINUTE = 3600.0, 60.0
 
@@ -58,3 +59,38 @@ async def test_a_later_pause_replaces_an_earlier_one(redis: ArqRedis) -> None:
     assert second > first + HOUR - MINUTE - 1
     assert float(await redis.get(PAUSE_KEY.format("later"))) == pytest.approx(second)
     assert await redis.pttl(PAUSE_KEY.format("later")) > (HOUR - MINUTE) * 1000
+
+
+async def test_without_redis_calls_go_on_under_this_processs_own_limits(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Redis unreachable (nothing listens on its port): calls are still made, a pause set
+    in this process still holds, the per-second budget is kept in the process, and the
+    outage is logged once."""
+    gone = redis_client(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        limits = PlatformLimits(gone, concurrency=4, rate_per_second=30, chunk=10)
+        calls = 0
+
+        async def call() -> str:
+            nonlocal calls
+            calls += 1
+            return "answered"
+
+        window = int(time.time())
+        results: list[str] = []
+        while len(results) < 30 and int(time.time()) == window:
+            results.append(await limits.call("nowhere", call))
+        assert results == ["answered"] * len(results) and calls == len(results)
+        if int(time.time()) == window:  # the window's budget is spent: the next call waits
+            assert len(results) == 30
+            await limits.call("nowhere", call)
+            assert int(time.time()) > window
+        until = await limits.pause("nowhere", MINUTE)
+        with pytest.raises(PlatformPaused) as paused:
+            await limits.call("nowhere", call)
+        assert paused.value.until == until
+        warnings = [r for r in caplog.records if "Redis did not answer" in r.getMessage()]
+        assert len(warnings) == 1
+    finally:
+        await gone.aclose()
