@@ -125,8 +125,9 @@ def serve_processes(
     from gunicorn.app.base import BaseApplication
 
     if not os.path.isdir(os.environ.get(MULTIPROC_ENV, "")):
-        log.warning("%s was not set before prometheus_client was imported: /metrics will"
-                    " describe whichever process answers", MULTIPROC_ENV)  # fmt: skip
+        if "prometheus_client" in sys.modules:
+            log.warning("%s was not set before prometheus_client was imported: /metrics"
+                        " will describe whichever process answers", MULTIPROC_ENV)  # fmt: skip
         os.environ[MULTIPROC_ENV] = multiprocess_metrics_dir()
 
     async def runner() -> web.AppRunner:
