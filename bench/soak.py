@@ -10,10 +10,10 @@ over PostgreSQL and Redis. Servers: ``DATABASE_URL`` names a server on which the
 flushes before and after. Without them it starts private embedded servers, like the suite.
 
 Traffic is open-loop (a request is started every 1/rate s whether or not earlier ones have
-answered, so a stall shows as latency, not as a slower client): 70 % a page of the listing
-(cursors followed), 20 % one account, 5 % health, 4 % events, 1 % a disconnect. A sweep is
-triggered every ``--sweep-every`` s, and checked accounts are due again after a few seconds,
-so the worker checks against the sandbox for the whole run.
+answered, so a stall shows as latency, not as a slower client): every 100th request a
+disconnect, the others 70 % a page of the listing (cursors followed), 20 % one account, 5 %
+health, 5 % events. A sweep is triggered every ``--sweep-every`` s, and checked accounts are
+due again after a few seconds, so the worker checks against the sandbox for the whole run.
 
 The run fails (exit 1, each violated bound printed) on any request error (a status other
 than the expected one, a timeout, a refused connection), on p99 latency above ``--p99-ms``,
@@ -244,9 +244,14 @@ class Traffic:
     in_flight: int = 0
     max_in_flight: int = 0
     _cursor: str | None = None
+    _sent: int = 0
 
     def _next(self) -> tuple[str, str, int]:
-        """(method, path, expected status)"""
+        """(method, path, expected status): every 100th a DELETE (counted, not drawn, so
+        even a short run disconnects), the rest reads drawn at random."""
+        self._sent += 1
+        if self._sent % 100 == 50 and self.seeded.deletable:
+            return "DELETE", f"/v1/accounts/{self.seeded.deletable.pop()}", 204
         roll = random.random()
         if roll < 0.70:
             path = "/v1/accounts?limit=50" + (f"&cursor={self._cursor}" if self._cursor else "")
@@ -255,9 +260,7 @@ class Traffic:
             return "GET", f"/v1/accounts/{random.choice(self.seeded.readable)}", 200
         if roll < 0.95:
             return "GET", f"/v1/accounts/{random.choice(self.seeded.readable)}/health", 200
-        if roll < 0.99 or not self.seeded.deletable:
-            return "GET", f"/v1/accounts/{random.choice(self.seeded.readable)}/events", 200
-        return "DELETE", f"/v1/accounts/{self.seeded.deletable.pop()}", 204
+        return "GET", f"/v1/accounts/{random.choice(self.seeded.readable)}/events", 200
 
     async def one(self, session: aiohttp.ClientSession) -> None:
         method, path, expected = self._next()

@@ -70,8 +70,17 @@ async def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    from service.api.server import (
+        MULTIPROC_ENV,
+        SecondListener,
+        multiprocess_metrics_dir,
+        serve_processes,
+    )
+
+    if args.processes > 1:
+        # before prometheus_client is imported (by the app): it picks its storage then
+        os.environ[MULTIPROC_ENV] = multiprocess_metrics_dir()
     from service.api.app import create_app
-    from service.api.server import SecondListener, serve_processes
 
     if settings.is_production or args.internal_port:
         # refuse to start without configured keys (the internal API opens tokens)

@@ -70,8 +70,8 @@ async def test_keys_create_list_revoke(settings: Settings, pool: Any, api: Api) 
     # only the hash is stored
     dump = await pool.fetchval("SELECT string_agg(t::text, ',') FROM api_keys t")
     assert key not in dump and key[len("oct_live_") :] not in dump
-    r = await api.request("GET", "/v1/accounts", key)
-    assert r.status == 200 and await r.json() == {"accounts": []}
+    response = await api.request("GET", "/v1/accounts", key)
+    assert response.status == 200 and await response.json() == {"accounts": []}
 
     listing = run(settings, "keys", "list")
     assert listing.returncode == 0 and "acme" in listing.stdout and key not in listing.stdout

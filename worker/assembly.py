@@ -18,14 +18,14 @@ from arq import cron
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
-from arq.worker import Function, Worker, func
-from redis.exceptions import RedisError
+from arq.worker import Function, func
 
 from service.core.jobs import CHECK_JOB, NOTICE_JOB, REPORTED_CHECK_JOB, REVOKE_JOB, SWEEP_JOB
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
 from worker.checks import check_batch
 from worker.notices import apply_platform_notice, relay_platform_notices
+from worker.outages import POSTGRES, REDIS, REDIS_ERRORS, Dependencies, OutlastingWorker, outlasting
 from worker.reported import check_reported_account
 from worker.revoke import relay_revocations, revoke_account_tokens
 from worker.runtime import CTX_KEY, Runtime
@@ -36,21 +36,34 @@ log = logging.getLogger("octopost.worker")
 HEARTBEAT_KEY = "_octopost_heartbeat"
 
 
-def functions(settings: Settings) -> list[Function]:
+def functions(settings: Settings, deps: Dependencies | None = None) -> list[Function]:
+    deps = deps or Dependencies()
     return [
-        func(check_batch, name=CHECK_JOB, timeout=300, keep_result=60),
-        func(run_sweep, name=SWEEP_JOB, timeout=6 * 3600, keep_result=3600, max_tries=3),
+        func(outlasting(deps, check_batch), name=CHECK_JOB, timeout=300, keep_result=60),
         func(
-            revoke_account_tokens,
+            outlasting(deps, run_sweep),
+            name=SWEEP_JOB,
+            timeout=6 * 3600,
+            keep_result=3600,
+            max_tries=3,
+        ),
+        func(
+            outlasting(deps, revoke_account_tokens),
             name=REVOKE_JOB,
             timeout=120,
             keep_result=60,
             max_tries=settings.revoke_max_attempts + 2,
         ),
-        func(apply_platform_notice, name=NOTICE_JOB, timeout=60, keep_result=60, max_tries=5),
+        func(
+            outlasting(deps, apply_platform_notice),
+            name=NOTICE_JOB,
+            timeout=60,
+            keep_result=60,
+            max_tries=5,
+        ),
         # its kept result is what makes a burst of reports one check (see reported_checks)
         func(
-            check_reported_account,
+            outlasting(deps, check_reported_account),
             name=REPORTED_CHECK_JOB,
             timeout=120,
             keep_result=max(1, int(settings.reported_check_window_seconds)),
@@ -59,34 +72,50 @@ def functions(settings: Settings) -> list[Function]:
     ]
 
 
-def cron_jobs(settings: Settings) -> list[CronJob]:
+def cron_jobs(settings: Settings, deps: Dependencies | None = None) -> list[CronJob]:
+    deps = deps or Dependencies()
+    relay = outlasting(deps, relay_revocations, cron=True)
+    notices_relay = outlasting(deps, relay_platform_notices, cron=True)
     jobs = [
-        cron(relay_revocations, second={7}, run_at_startup=True, timeout=120),
-        cron(relay_platform_notices, second={37}, run_at_startup=True, timeout=120),
+        cron(relay, name="cron:relay_revocations", second={7}, run_at_startup=True, timeout=120),
+        cron(
+            notices_relay,
+            name="cron:relay_platform_notices",
+            second={37},
+            run_at_startup=True,
+            timeout=120,
+        ),
     ]
     if settings.sweep_interval_minutes > 0:
         minutes = set(range(0, 60, settings.sweep_interval_minutes))
-        jobs.append(cron(scheduled_sweep, minute=minutes, second={0}, timeout=6 * 3600))
+        sweep = outlasting(deps, scheduled_sweep, cron=True)
+        jobs.append(
+            cron(sweep, name="cron:scheduled_sweep", minute=minutes, second={0}, timeout=6 * 3600)
+        )
     return jobs
 
 
-async def _keep_in_progress(redis: ArqRedis, job_id: str, ttl: float) -> None:
+async def _keep_in_progress(redis: ArqRedis, job_id: str, ttl: float, deps: Dependencies) -> None:
     key = in_progress_key_prefix + job_id
     while True:
         await asyncio.sleep(ttl / 3)
         try:
             await redis.pexpire(key, int(ttl * 1000))
-        except RedisError as exc:  # at worst the job is started again elsewhere
-            log.warning("could not renew in-progress mark job_id=%s error=%s", job_id, exc)
+        except REDIS_ERRORS as exc:  # at worst the job runs again after its lease
+            deps.lost(REDIS, exc)
 
 
 def make_worker(
     settings: Settings, *, platform_settings: PlatformSettings | None = None, **overrides: Any
-) -> Worker:
+) -> OutlastingWorker:
+    deps = Dependencies()
+
     async def startup(ctx: dict[str, Any]) -> None:
         rt = await Runtime.start(settings, ctx["redis"], platform_settings=platform_settings)
         rt.metrics.serve(settings.worker_metrics_port)
         ctx[CTX_KEY] = rt
+        deps.set_probe(POSTGRES, lambda: rt.pool.fetchval("SELECT 1"))
+        deps.set_probe(REDIS, rt.redis.ping)
         log.info("worker ready pid=%s", os.getpid())
 
     # arq marks a started job "in progress" for its longest function timeout (+10 s): six
@@ -99,7 +128,7 @@ def make_worker(
 
     async def job_start(ctx: dict[str, Any]) -> None:
         ctx[HEARTBEAT_KEY] = asyncio.create_task(
-            _keep_in_progress(ctx["redis"], ctx["job_id"], in_progress_ttl)
+            _keep_in_progress(ctx["redis"], ctx["job_id"], in_progress_ttl, deps)
         )
 
     async def job_end(ctx: dict[str, Any]) -> None:
@@ -115,8 +144,8 @@ def make_worker(
             await rt.close()
 
     options: dict[str, Any] = {
-        "functions": functions(settings),
-        "cron_jobs": cron_jobs(settings),
+        "functions": functions(settings, deps),
+        "cron_jobs": cron_jobs(settings, deps),
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -129,6 +158,6 @@ def make_worker(
         "poll_delay": 0.1,
         **overrides,
     }
-    worker = Worker(**options)
+    worker = OutlastingWorker(deps=deps, **options)
     worker.in_progress_timeout_s = in_progress_ttl
     return worker

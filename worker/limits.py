@@ -6,23 +6,44 @@
   one-second window. A process takes permits in chunks to keep Redis off the hot path.
 - Pauses: when a platform says "stop until T" (429 with a reset, Meta app-level throttling,
   quotas), every worker leaves that platform alone until T.
+
+While Redis does not answer, the checks in flight go on under limits kept in this process
+(its own budget of rate_per_second, the pauses it knows of) instead of failing one by one;
+one warning when that starts, one line when Redis answers again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from arq.connections import ArqRedis
+from redis.exceptions import RedisError
 
 T = TypeVar("T")
+
+log = logging.getLogger("octopost.limits")
+REDIS_ERRORS = (RedisError, OSError)
 
 PAUSE_KEY = "octopost:pause:{}"
 BUDGET_KEY = "octopost:budget:{}:{}"
 PAUSE_CACHE_SECONDS = 1.0
+# Set-if-later, in one step on the server: a short pause (a plain 429, 60 s) written by one
+# worker never cuts short a longer one (a platform-wide throttle, 1 h) another worker set.
+# Returns the pause in force afterwards. A script, not SET's newer conditions: the embedded
+# Redis is 6.2.
+_PAUSE_IF_LATER = """
+local stored = redis.call('GET', KEYS[1])
+if stored and (tonumber(stored) or 0) >= tonumber(ARGV[1]) then
+    return stored
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
 
 
 class PlatformPaused(Exception):
@@ -37,6 +58,9 @@ class PlatformPaused(Exception):
 class _Permits:
     window: int = -1
     left: int = 0
+    # granted in this process while Redis does not answer, for local_window
+    local_window: int = -1
+    local_used: int = 0
 
 
 class PlatformLimits:
@@ -51,6 +75,22 @@ class PlatformLimits:
         self._permits: dict[str, _Permits] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._pauses: dict[str, tuple[float, float]] = {}  # platform -> (until, read_at)
+        self._pause_if_later = redis.register_script(_PAUSE_IF_LATER)
+        self._redis_down = False
+
+    def _redis_failed(self, exc: BaseException) -> None:
+        if not self._redis_down:
+            self._redis_down = True
+            log.warning(
+                "platform limits: Redis did not answer (%s); limiting in this process until it"
+                " does",
+                type(exc).__name__,
+            )
+
+    def _redis_answered(self) -> None:
+        if self._redis_down:
+            self._redis_down = False
+            log.info("platform limits: Redis answers again; limits shared again")
 
     def _semaphore(self, platform: str) -> asyncio.Semaphore:
         sem = self._semaphores.get(platform)
@@ -63,7 +103,13 @@ class PlatformLimits:
         now = time.time()
         cached = self._pauses.get(platform)
         if cached is None or now - cached[1] > PAUSE_CACHE_SECONDS:
-            raw = await self.redis.get(PAUSE_KEY.format(platform))
+            try:
+                raw = await self.redis.get(PAUSE_KEY.format(platform))
+            except REDIS_ERRORS as exc:
+                self._redis_failed(exc)
+                raw = None
+            else:
+                self._redis_answered()
             until = float(raw) if raw else 0.0
             # a pause this process set itself may be newer than Redis's answer
             if cached is not None and cached[0] > until:
@@ -72,11 +118,23 @@ class PlatformLimits:
         return cached[0] if cached[0] > now else None
 
     async def pause(self, platform: str, seconds: float) -> float:
+        """Pause the platform for every worker until now + seconds, unless a later pause is
+        already set; returns the end of the pause in force."""
         until = time.time() + seconds
         current = self._pauses.get(platform, (0.0, 0.0))[0]
         if until > current:
             self._pauses[platform] = (until, time.time())
-            await self.redis.set(PAUSE_KEY.format(platform), str(until), px=int(seconds * 1000) + 1)
+            try:
+                answer = await self._pause_if_later(
+                    keys=[PAUSE_KEY.format(platform)], args=[repr(until), int(seconds * 1000) + 1]
+                )
+            except REDIS_ERRORS as exc:  # this process keeps the pause; the others cannot
+                self._redis_failed(exc)
+                answer = 0.0
+            else:
+                self._redis_answered()
+            until = max(until, float(answer))
+            self._pauses[platform] = (until, time.time())
         return max(until, current)
 
     async def _take_permit(self, platform: str) -> None:
@@ -92,11 +150,20 @@ class PlatformLimits:
                 if permits.window == window and permits.left > 0:
                     continue
                 key = BUDGET_KEY.format(platform, window)
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.incrby(key, self.chunk)
-                    pipe.expire(key, 5)
-                    used, _ = await pipe.execute()
-                granted = max(0, min(self.chunk, self.rate - (int(used) - self.chunk)))
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        pipe.incrby(key, self.chunk)
+                        pipe.expire(key, 5)
+                        used, _ = await pipe.execute()
+                except REDIS_ERRORS as exc:
+                    self._redis_failed(exc)
+                    if permits.local_window != window:
+                        permits.local_window, permits.local_used = window, 0
+                    granted = max(0, min(self.chunk, self.rate - permits.local_used))
+                    permits.local_used += granted
+                else:
+                    self._redis_answered()
+                    granted = max(0, min(self.chunk, self.rate - (int(used) - self.chunk)))
                 if granted > 0:
                     permits.window, permits.left = window, granted - 1
                     return

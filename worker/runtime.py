@@ -6,10 +6,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import asyncpg
 from arq.connections import ArqRedis
 
-from service.core.db import create_pool
+from service.core.db import Pool, create_pool
 from service.core.keyring import load_vault
 from service.core.settings import Settings
 from service.core.vault import Vault
@@ -26,7 +25,7 @@ CTX_KEY = "octopost"
 @dataclass(slots=True)
 class Runtime:
     settings: Settings
-    pool: asyncpg.Pool
+    pool: Pool
     redis: ArqRedis
     vault: Vault
     http: aiohttp.ClientSession

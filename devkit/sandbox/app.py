@@ -3,7 +3,8 @@ is the control API.
 
 - ``POST /sandbox/tokens`` ``{"token", "state", "fail_times"?, "retry_after"?, "delay_ms"?}``
   (or a list of them) sets how a token is answered at every endpoint it is presented to.
-- ``GET /sandbox/calls?platform=&token=&limit=`` the calls received (most recent last).
+- ``GET /sandbox/calls?platform=&token=&limit=`` the calls answered (most recent last), and
+  ``in_flight``: the tokens of the calls received and not answered yet.
 - ``DELETE /sandbox/calls`` clears the log; ``POST /sandbox/reset`` clears states and log.
 - ``POST /sandbox/login`` says who is signed in at a platform and what they answer at its
   consent screen; the authorize paths, code exchanges and profile answers are in
@@ -143,7 +144,11 @@ def _platform_handler(
         if latency:
             await asyncio.sleep(latency)
         if name == "slow":
-            await asyncio.sleep(entry.delay if entry else 0)
+            state.in_flight[token] += 1
+            try:
+                await asyncio.sleep(entry.delay if entry else 0)
+            finally:
+                state.in_flight[token] -= 1
             name = "valid"
         ask = Ask(kind, name, token, entry.retry_after if entry else 60.0, state, platform.rotates)
         status, body, headers = platform.answer(ask)
@@ -195,7 +200,8 @@ async def get_calls(request: web.Request) -> web.Response:
     ]
     if (limit := request.query.get("limit", "")).isdigit():
         calls = calls[-int(limit) :]
-    return _json(200, {"total": state.total, "calls": calls})
+    in_flight = sorted(t for t, n in state.in_flight.items() if n > 0)
+    return _json(200, {"total": state.total, "calls": calls, "in_flight": in_flight})
 
 
 async def clear_calls(request: web.Request) -> web.Response:

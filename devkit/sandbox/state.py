@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,8 @@ class SandboxState:
         self.consent = ConsentState()  # who is signed in where, codes, who holds each token
         self.tokens: dict[str, TokenState] = {}
         self.calls: deque[Call] = deque(maxlen=max_calls)
+        # slow calls received and not answered yet, by token (tests wait on this)
+        self.in_flight: Counter[str] = Counter()
         self.total = 0
         self._serial = itertools.count(1)
 

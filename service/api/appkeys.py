@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import asyncpg
 from aiohttp import web
 from arq.connections import ArqRedis
 
+from service.core.db import Pool
 from service.core.settings import Settings
 from service.core.vault import Vault
 
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from service.api.service_auth import ServiceAuthenticator
 
 SETTINGS = web.AppKey("settings", Settings)
-POOL = web.AppKey("pool", asyncpg.Pool)
+POOL = web.AppKey("pool", Pool)
 REDIS = web.AppKey("redis", ArqRedis)
 # seals webhook endpoint secrets
 VAULT = web.AppKey("vault", Vault)

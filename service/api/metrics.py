@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from service.api import appkeys
@@ -54,6 +55,12 @@ class ApiMetrics:
         children[1].observe(seconds)
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # several processes serve the port (service.api.server): every process's metrics,
+            # summed, whichever answers
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
         return b"".join(generate_latest(r) for r in (self.registry, *self._included))
 
 

@@ -1,8 +1,10 @@
-"""Running the app: a runner whose protocol-level errors are JSON too, and multi-process serving.
+"""Running the app: one process in this one, or N supervised by gunicorn.
 
-aiohttp answers requests it cannot parse (oversized headers, bad request lines, invalid
-characters) before any middleware runs, with a text/plain page. The handler subclass below
-renders those in the same JSON error body as everything else.
+Only aiohttp's public API: the runner takes the parser limits as keyword arguments, and
+aiohttp's own gunicorn worker (``GunicornUVLoopWebWorker``) runs it in each child. What
+aiohttp answers before any middleware runs (a request it cannot parse, an oversized line,
+an unknown ``Expect``) is its own plain-text answer with the right status: no public API
+lets the app write those bodies.
 """
 
 from __future__ import annotations
@@ -11,103 +13,59 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import signal
-import socket
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
-from aiohttp.web_server import Server
-
-from service.api.errors import error_response, error_type
-from service.core.ids import random_string
+from aiohttp.http import HttpProcessingError
 
 log = logging.getLogger("octopost.server")
 
 
-# Distinct limits, so a LineTooLong says which was too long: the request line (414) or a
-# header (431). Room for a 10 KB id in the request line, so it is judged (404) rather than
-# cut off; 8 KiB for one header line, as common proxies allow.
+# Room for a 10 KB id in the request line, so it is judged (404) rather than cut off; 8 KiB
+# for one header line, as common proxies allow.
 MAX_REQUEST_LINE = 16 * 1024
 MAX_HEADER_LINE = 8 * 1024
+# Where prometheus_client keeps each child's metrics when there are several (its
+# multiprocess mode): set before prometheus_client is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class JsonErrorRequestHandler(RequestHandler):
-    def __init__(self, *args: Any, max_field_size: int = MAX_HEADER_LINE, **kwargs: Any) -> None:
-        super().__init__(*args, max_field_size=max_field_size, **kwargs)
-        self._max_field_size = max_field_size
+class ProtocolLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The runner's ``logger``: aiohttp logs every request it cannot parse with a traceback
+    at ERROR. That is a client's mistake: one INFO line (without the request's bytes).
+    Anything else keeps its traceback."""
 
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if status >= 500:
-            log.error("protocol error", exc_info=exc)
-        text = "internal error" if status >= 500 else "the request could not be parsed"
-        if isinstance(exc, LineTooLong):
-            header = exc.args[1] == self._max_field_size
-            status = 431 if header else 414
-            text = "a request header is too large" if header else "the request line is too long"
-        elif isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received":
-            status, text = 431, "too many request headers"
-        elif exc is not None and status < 500:
-            # aiohttp's parser messages say what was wrong (header too long, bad method)
-            text = f"{text}: {type(exc).__name__}"
-        body = orjson.dumps({"error": {"type": error_type(status), "message": text}})
-        response = web.Response(
-            status=status,
-            body=body,
-            content_type="application/json",
-            headers={"X-Request-Id": random_string(16)},
-        )
-        response.force_close()
-        return response
-
-
-class JsonErrorServer(Server):
-    def __call__(self) -> RequestHandler:
-        return JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-def json_http_errors(
-    handler: Callable[[BaseRequest], Awaitable[web.StreamResponse]],
-) -> Callable[[BaseRequest], Awaitable[web.StreamResponse]]:
-    """JSON for the HTTP errors aiohttp raises before the middlewares run: an `Expect`
-    header other than 100-continue is answered 417 by the router itself."""
-
-    async def handle(request: BaseRequest) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            response = error_response(exc.status, exc.reason)
-            response.headers["X-Request-Id"] = random_string(16)
-            return response
-
-    return handle
+    def exception(self, msg: object, *args: Any, exc_info: Any = True, **kwargs: Any) -> None:
+        exc = exc_info if isinstance(exc_info, BaseException) else sys.exc_info()[1]
+        if isinstance(exc, HttpProcessingError):
+            # the type only: the message quotes the request, which may carry a credential
+            self.info(f"{msg}: %s %s", *args, exc.code, type(exc).__name__)
+        else:
+            self.error(msg, *args, exc_info=exc_info, **kwargs)
 
 
 class AppRunner(web.AppRunner):
+    """aiohttp's runner with the service's parser limits and protocol log."""
+
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
         kwargs.setdefault("max_line_size", MAX_REQUEST_LINE)
         kwargs.setdefault("max_field_size", MAX_HEADER_LINE)
+        kwargs.setdefault("logger", ProtocolLog(logging.getLogger("aiohttp.server")))
         super().__init__(app, **kwargs)
 
-    async def _make_server(self) -> Server:
-        server = await super()._make_server()
-        server.__class__ = JsonErrorServer
-        server.request_handler = json_http_errors(server.request_handler)
-        return server
+
+async def _freeze_heap(_: web.Application) -> None:
+    # Everything built so far (modules, models, the app, the pool) lives as long as the
+    # process. Frozen, the cyclic collector no longer walks it, and full collections under
+    # load stop being the p99 (BENCHMARKS.md).
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +79,36 @@ class SecondListener:
     factory: Callable[[web.Application], web.Application]
 
 
+def _with_second(
+    app: web.Application, second: SecondListener | None, shutdown_timeout: float, reuse_port: bool
+) -> web.Application:
+    """Serve ``second`` beside ``app`` in this process: set up after the main app's own
+    resources (its cleanup contexts run first) and cleaned up before them."""
+    if second is None:
+        return app
+
+    async def second_site(main: web.Application) -> AsyncIterator[None]:
+        runner = AppRunner(
+            second.factory(main),
+            access_log=None,
+            shutdown_timeout=shutdown_timeout,
+            handle_signals=False,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(
+                runner, second.host, second.port, reuse_port=reuse_port, backlog=1024
+            )
+            await site.start()
+            log.info("serving on http://%s:%s pid=%s", second.host, second.port, os.getpid())
+            yield
+        finally:
+            await runner.cleanup()
+
+    app.cleanup_ctx.append(second_site)
+    return app
+
+
 async def serve(
     app_factory: Callable[[], web.Application],
     host: str,
@@ -131,33 +119,16 @@ async def serve(
     second: SecondListener | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then stop accepting and drain in-flight requests."""
-    app = app_factory()
-    runners = [
-        AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=False)
-    ]
-    addresses = [(host, port)]
-    if second is not None:
-        runners.append(
-            AppRunner(
-                second.factory(app),
-                access_log=None,
-                shutdown_timeout=shutdown_timeout,
-                handle_signals=False,
-            )
-        )
-        addresses.append((second.host, second.port))
+    app = _with_second(app_factory(), second, shutdown_timeout, reuse_port)
+    app.on_startup.append(_freeze_heap)
+    runner = AppRunner(
+        app, access_log=None, shutdown_timeout=shutdown_timeout, handle_signals=False
+    )
+    await runner.setup()
     try:
-        for runner in runners:
-            await runner.setup()
-        # Everything built so far (modules, models, the app, the pool) lives as long as the
-        # process. Frozen, the cyclic collector no longer walks it: full collections under
-        # load went from about 30 ms each (the p99) to about 3 ms.
-        gc.collect()
-        gc.freeze()
-        for runner, (h, p) in zip(runners, addresses, strict=True):
-            site = web.TCPSite(runner, h, p, reuse_port=reuse_port, backlog=1024)
-            await site.start()
-            log.info("serving on http://%s:%s pid=%s", h, p, os.getpid())
+        site = web.TCPSite(runner, host, port, reuse_port=reuse_port, backlog=1024)
+        await site.start()
+        log.info("serving on http://%s:%s pid=%s", host, port, os.getpid())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -165,9 +136,7 @@ async def serve(
         await stop.wait()
     finally:
         log.info("shutting down pid=%s", os.getpid())
-        # the second app borrows the first's resources: it goes first
-        for runner in reversed(runners):
-            await runner.cleanup()
+        await runner.cleanup()
 
 
 def run(coro_factory: Callable[[], Any]) -> None:
@@ -189,40 +158,77 @@ def serve_processes(
     port: int,
     processes: int,
     *,
+    shutdown_timeout: float = 30.0,
     second: SecondListener | None = None,
 ) -> None:
-    """Serve with N processes sharing one port (and the second listener's) through
-    SO_REUSEPORT (the kernel balances)."""
+    """Serve with N processes: gunicorn's arbiter forks them, shares the listening socket,
+    replaces a child that dies, and on SIGTERM lets each drain its requests. Each process also
+    serves the second listener, if any (its own socket, SO_REUSEPORT)."""
     if processes <= 1:
-        run(lambda: serve(app_factory, host, port, second=second))
+        run(
+            lambda: serve(app_factory, host, port, shutdown_timeout=shutdown_timeout, second=second)
+        )
         return
-    if not hasattr(socket, "SO_REUSEPORT"):  # pragma: no cover
-        raise SystemExit("several processes on one port need SO_REUSEPORT (Linux, BSD)")
-    children: list[int] = []
-    for _ in range(processes):
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                run(lambda: serve(app_factory, host, port, reuse_port=True, second=second))
-            finally:
-                os._exit(0)
-        children.append(pid)
+    from gunicorn.app.base import BaseApplication
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
+    if not os.path.isdir(os.environ.get(MULTIPROC_ENV, "")):
+        if "prometheus_client" in sys.modules:
+            log.warning("%s was not set before prometheus_client was imported: /metrics"
+                        " will describe whichever process answers", MULTIPROC_ENV)  # fmt: skip
+        os.environ[MULTIPROC_ENV] = multiprocess_metrics_dir()
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    for child in children:
-        while True:
-            try:
-                os.waitpid(child, 0)
-                break
-            except ChildProcessError:
-                break
-            except InterruptedError:  # pragma: no cover
-                continue
+    async def runner() -> web.AppRunner:
+        # every child serves the second listener too, on a socket of its own (SO_REUSEPORT)
+        app = _with_second(app_factory(), second, shutdown_timeout, True)
+        app.on_startup.append(_freeze_heap)
+        return AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+
+    def child_exit(_server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+    def child_started(worker: Any) -> None:
+        log.info("serving on http://%s:%s pid=%s", host, port, worker.pid)
+
+    options = {
+        "bind": f"{host}:{port}",
+        "workers": processes,
+        "worker_class": "aiohttp.worker.GunicornUVLoopWebWorker",
+        "graceful_timeout": max(1, round(shutdown_timeout)),
+        "backlog": 1024,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": logging.getLevelName(logging.getLogger().level).lower(),
+        "child_exit": child_exit,
+        "post_worker_init": child_started,
+        "proc_name": "octopost-api",
+        # gunicorn 24+: no control socket (its default path is shared by every instance)
+        "control_socket_disable": True,
+    }
+
+    class Gunicorn(BaseApplication):  # type: ignore[misc]  # gunicorn ships no types
+        def load_config(self) -> None:
+            for name, value in options.items():
+                if name in self.cfg.settings:
+                    self.cfg.set(name, value)
+
+        def load(self) -> Callable[[], Any]:
+            return runner
+
+    Gunicorn().run()
+
+
+def multiprocess_metrics_dir() -> str:
+    """A fresh directory for prometheus_client's multiprocess files, removed at exit."""
+    import atexit
+
+    path = tempfile.mkdtemp(prefix="octopost-metrics-")
+    pid = os.getpid()
+
+    def remove() -> None:
+        if os.getpid() == pid:  # the arbiter, not a child that inherited the hook
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+    return path

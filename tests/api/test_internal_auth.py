@@ -29,7 +29,8 @@ async def error_of(r: aiohttp.ClientResponse) -> dict[str, Any]:
     assert r.headers["Content-Type"].startswith("application/json"), await r.text()
     body: dict[str, Any] = await r.json()
     assert set(body) == {"error"} and set(body["error"]) == {"type", "message"}, body
-    return body["error"]
+    error: dict[str, Any] = body["error"]
+    return error
 
 
 async def test_service_key_authenticates_on_the_internal_listener(

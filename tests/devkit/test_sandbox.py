@@ -53,7 +53,7 @@ async def test_reset_clears_states_and_calls() -> None:
             async with http.delete("/sandbox/calls") as r:
                 assert r.status == 200
             async with http.get("/sandbox/calls") as r:
-                assert await r.json() == {"total": 1, "calls": []}
+                assert await r.json() == {"total": 1, "calls": [], "in_flight": []}
             async with http.post("/sandbox/reset") as r:
                 assert r.status == 200
             async with http.get("/twitter/2/users/me", headers=headers) as r:

@@ -126,7 +126,7 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
     port = port_pair()
     env = dev_env(data_dir)
     log = tmp_path / "dev.log"
-    with log.open("wb") as out:
+    with log.open("wb") as log_out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -137,8 +137,8 @@ async def test_dev_runs_api_sandbox_and_worker_and_stops_cleanly(
             cwd=ROOT,
             env=env,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
+            stdout=log_out,
+            stderr=log_out,
         )
     try:
         banner = await wait_for_banner(proc, log)
@@ -395,3 +395,93 @@ async def test_a_second_start_never_harms_the_first_and_state_is_kept_or_reset(
     finally:
         await stop_dev(third, signal.SIGINT)
     assert third.returncode == 0
+
+
+async def test_dev_outlives_restarts_of_its_embedded_redis_and_postgres(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    """`octopost dev` runs the worker in its own process: when its embedded Redis, then its
+    embedded PostgreSQL, are stopped and started again (on their ports, by this test), the
+    same process reports each outage once, serves again, and sweeps and revokes after."""
+    from devkit.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    port = port_pair()
+    env = dev_env(data_dir)
+    log = tmp_path / "dev.log"
+    with log.open("wb") as log_out:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "service.cli", "dev", "--port", str(port)),
+            cwd=ROOT,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_out,
+            stderr=log_out,
+        )
+    base = f"http://127.0.0.1:{port}"
+
+    async def until_logged(text: str) -> None:
+        deadline = time.monotonic() + 60
+        while text not in text_of(log):
+            assert proc.returncode is None, text_of(log)[-3000:]
+            assert time.monotonic() < deadline, (text, text_of(log)[-3000:])
+            await asyncio.sleep(0.05)
+
+    try:
+        banner = await wait_for_banner(proc, log)
+        key_match = re.search(r"^(oct_live_\S+)$", banner, re.M)
+        assert key_match, banner
+        key = key_match[1]
+        async with aiohttp.ClientSession() as http:
+
+            async def ready() -> None:
+                deadline = time.monotonic() + 60
+                while True:
+                    async with http.get(f"{base}/readyz") as r:
+                        if r.status == 200:
+                            break
+                    assert time.monotonic() < deadline, text_of(log)[-3000:]
+                    await asyncio.sleep(0.05)
+                assert (await get_json(http, f"{base}/v1/accounts", key))["accounts"]
+
+            servers = (
+                ("Redis", EmbeddedRedis(data_dir / "redis")),
+                ("PostgreSQL", EmbeddedPostgres(data_dir / "pg")),
+            )
+            for name, server in servers:
+                await asyncio.to_thread(server.start)  # adopts the running one: its port
+                await asyncio.to_thread(server.stop)
+                await until_logged(f"{name} unreachable")
+                async with http.get(f"{base}/readyz") as r:
+                    assert r.status == 503
+                await asyncio.to_thread(server.start)
+                await until_logged(f"{name} is back")
+                await ready()
+            rc, out, err = await octopost(env, "sweep", "--wait", "--timeout", "60")
+            assert rc == 0 and re.search(r"^sweep \d+ done: checked=9 ", out, re.M), (out, err)
+            async with http.delete(
+                f"{base}/v1/accounts/acc_ghi789", headers={"Authorization": f"Bearer {key}"}
+            ) as r:
+                assert r.status == 204, await r.text()
+            sandbox = f"http://127.0.0.1:{port + SANDBOX_PORT_OFFSET}"
+            deadline = time.monotonic() + 60
+            while True:
+                async with http.get(f"{sandbox}/sandbox/calls?platform=linkedin") as r:
+                    paths = [c["path"] for c in (await r.json())["calls"]]
+                if any("revoke" in p for p in paths):
+                    break
+                assert time.monotonic() < deadline, (paths, text_of(log)[-3000:])
+                await asyncio.sleep(0.05)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 60)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+    text = text_of(log)
+    assert proc.returncode == 0, text[-3000:]
+    for name in ("Redis", "PostgreSQL"):
+        assert text.count(f"{name} unreachable") == 1, text[-4000:]
+        assert text.count(f"{name} is back") == 1, text[-4000:]
+    assert "Traceback" not in text, text[-4000:]

@@ -372,17 +372,17 @@ async def test_sigterm_drains_in_flight_requests(
                     return r.status, await r.read()
 
         in_flight = [asyncio.create_task(held(p)) for p in paths]
-        # All requests are in the API (one connection each) and its statements wait for our
-        # lock (the API may share one statement among several requests: count connections).
+        # All requests are in the API (one connection each), and each one's statement (a
+        # pooled connection each) waits for our lock.
         await _until(lambda: _inbound(api) >= len(paths))
         holder = await lock.fetchval("SELECT pg_backend_pid()")
         await _until_async(
             lambda: lock.fetchval(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                "SELECT count(*) >= $2 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
                 holder,
+                len(paths),
             )
         )
-        await asyncio.sleep(0.3)  # the last requests read and waiting too
         assert not any(t.done() for t in in_flight)
         signalled = time.monotonic()
         api.signal(signal.SIGTERM)
@@ -422,14 +422,14 @@ def _inbound(api: ApiProcess) -> int:
     )
 
 
-async def _until(condition: Callable[[], bool], within: float = 10.0) -> None:
+async def _until(condition: Callable[[], bool], within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.05)
 
 
-async def _until_async(condition: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+async def _until_async(condition: Callable[[], Awaitable[bool]], within: float = 30.0) -> None:
     deadline = time.monotonic() + within
     while not await condition():
         assert time.monotonic() < deadline, "condition not met in time"

@@ -40,7 +40,7 @@ FIELDS = (
 )  # fmt: skip
 
 # JSON-encodable text (orjson refuses lone surrogates), NUL included: it is valid JSON.
-json_text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
+json_text = st.text(st.characters(exclude_categories=["Cs"]), max_size=40)
 json_values = st.recursive(
     st.none()
     | st.booleans()

@@ -16,7 +16,9 @@ from tests.conftest import ROOT
 DURATION = 8
 RATE = 50
 SMOKE_ARGS = ["--duration", str(DURATION), "--rate", str(RATE), "--accounts", "300"]
-SMOKE_ARGS += ["--sweep-every", "3"]
+# No latency bound here (a test is not a benchmark, and the machine may be busy): the
+# smoke run checks that every request is answered as expected, not how fast.
+SMOKE_ARGS += ["--sweep-every", "3", "--p99-ms", "60000"]
 
 
 def test_soak_smoke_run(settings: Settings) -> None:

@@ -184,7 +184,7 @@ async def create_endpoint(api: Api, key: str, url: str, **extra: Any) -> dict[st
         return body
 
 
-async def call(api: Api, method: str, path: str, key: str, **kwargs: Any) -> tuple[int, Any]:
+async def call(api: Api, method: str, path: str, key: str | None, **kwargs: Any) -> tuple[int, Any]:
     async with await api.request(method, path, key, **kwargs) as r:
         raw = await r.read()
         return r.status, orjson.loads(raw) if raw else None

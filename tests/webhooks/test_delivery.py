@@ -211,7 +211,8 @@ async def test_a_delivery_fails_after_the_last_step_of_the_schedule(
     await receiver.wait("/down", 4)  # the schedule has four steps
 
     async def failed() -> bool:
-        return await pool.fetchval("SELECT status FROM webhook_deliveries") == "failed"
+        status: str | None = await pool.fetchval("SELECT status FROM webhook_deliveries")
+        return status == "failed"
 
     await wait_for(failed, what="the delivery to fail")
     await asyncio.sleep(0.5)
@@ -291,12 +292,10 @@ async def test_an_endpoint_failing_for_the_whole_window_is_disabled(
         await import_lines("acme", [account("twitter", "ada")])
 
         async def disabled() -> bool:
-            return (
-                await pool.fetchval(
-                    "SELECT disabled_reason FROM webhook_endpoints WHERE id = $1", hook["id"]
-                )
-                == "failing"
+            reason: str | None = await pool.fetchval(
+                "SELECT disabled_reason FROM webhook_endpoints WHERE id = $1", hook["id"]
             )
+            return reason == "failing"
 
         await wait_for(disabled, what="the endpoint to be disabled for failing")
     assert await pool.fetchval("SELECT status FROM webhook_deliveries") == "failed"

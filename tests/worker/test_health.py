@@ -234,8 +234,8 @@ async def test_connection_refused_deactivates_nobody(
     redis: Any,
     import_lines: Any,
 ) -> None:
+    from devkit.embedded import free_port
     from service.platforms.config import PlatformSettings
-    from tests.conftest import free_port
     from worker.assembly import make_worker
 
     dead_end = PlatformSettings(

@@ -271,23 +271,25 @@ async def test_a_live_workers_long_sweep_is_not_started_twice(
     import_lines: Any,
 ) -> None:
     """A job may run longer than the in-progress mark lasts (one lease): here the sweep job
-    keeps claiming for ~3 s against a 1.5 s lease, because it never lets more than one batch
-    wait. The worker running it renews the mark, so the idle second worker never starts the
-    same job again."""
-    lines = account_lines(150, "long")
+    keeps claiming for ~7.5 s (five batches of 1.5 s calls, one at a time) against a 3 s
+    lease. The worker running it renews the mark (every third of a lease), so the idle second
+    worker never starts the same job again. (A 1.5 s lease, renewed every 0.5 s, lapsed when
+    a busy machine left the worker's loop without a turn for that long.)"""
+    lease = 3.0
+    lines = account_lines(250, "long")
     tokens = tokens_of(lines)
     await import_lines("acme", lines)
-    await set_tokens(sandbox, tokens, "slow", delay_ms=900)
-    env = {"OCTOPOST_CHECK_LEASE_SECONDS": "1.5", "OCTOPOST_SWEEP_MAX_AHEAD": str(BATCH)}
+    await set_tokens(sandbox, tokens, "slow", delay_ms=1500)
+    env = {"OCTOPOST_CHECK_LEASE_SECONDS": str(lease), "OCTOPOST_SWEEP_MAX_AHEAD": str(BATCH)}
     workers = [await start_worker("a", **env), await start_worker("b", **env)]
     for w in workers:
         await w.ready()
     sweep_id = await start_sweep(pool, redis)
-    row = await sweep_done(pool, sweep_id, within=30)
-    assert (row["claimed"], row["checked"], row["healthy"]) == (150, 150, 150)
-    assert (row["finished_at"] - row["started_at"]).total_seconds() > 2 * 1.5
+    row = await sweep_done(pool, sweep_id, within=90)
+    assert (row["claimed"], row["checked"], row["healthy"]) == (250, 250, 250)
+    assert (row["finished_at"] - row["started_at"]).total_seconds() > 2 * lease
     assert [t for w in workers for _, t in w.started(SWEEP_JOB)] == [1]
-    assert sorted(t for w in workers for _, t in w.started()) == [1, 1, 1]
+    assert sorted(t for w in workers for _, t in w.started()) == [1] * 5
     calls = await sandbox.calls()
     assert Counter(c["token"] for c in calls) == Counter(tokens)
 

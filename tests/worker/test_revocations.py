@@ -572,7 +572,12 @@ async def test_worker_killed_after_the_revoke_call_the_retry_is_harmless(
             return bool((await revocation(pool, rev["id"]))["attempts"] == 1)
 
         await wait_for(counted, within=30, what="the worker to take the job")
-        await asyncio.sleep(0.4)  # the request is on the wire (the sandbox answers at 2.5 s)
+
+        async def on_the_wire() -> bool:  # the sandbox holds it (and answers at 2.5 s)
+            async with sandbox.http.get(f"{sandbox.url}/sandbox/calls") as r:
+                return "x-rt-k" in (await r.json())["in_flight"]
+
+        await wait_for(on_the_wire, within=30, what="the revoke call to reach the platform")
         killed_at = time.time()
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)

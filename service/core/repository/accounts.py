@@ -6,8 +6,6 @@ from datetime import datetime
 
 import asyncpg
 
-from service.core.db import Pool
-
 PUBLIC_COLUMNS = """
     id, platform, platform_user_id, username, display_name, avatar_url, is_active,
     connected_at, last_used_at
@@ -45,40 +43,6 @@ FROM accounts
 WHERE id = $1 AND workspace_id = $2 AND disconnected_at IS NULL
 """
 
-# The same reads for every request of one event-loop turn in one round trip (see
-# service.core.db.BatchedStatement): one array per parameter, rows tagged with the request's
-# position (batch_n, last), sorted by it and then by the listing key. Only for small answers
-# (one account; a whole workspace's list, which is a few accounts in all but odd cases): a
-# page of up to 500 rows gains nothing from sharing a round trip and would make every
-# request in the batch wait for every other's rows.
-#
-# The per-request LIMIT (NULL: the whole list) is there for the planner as much as for the
-# answer: like LIMIT $5 in LIST_ACCOUNTS, a limit it cannot see keeps the generic plan on the
-# listing index. Without one, a workspace estimated at thousands of rows (one big workspace
-# skews the statistics) got a sequential scan and a sort per request: 7 ms each at 50,000
-# accounts.
-LIST_ACCOUNTS_BATCHED = f"""
-SELECT a.*, u.n AS batch_n
-FROM unnest($1::bigint[], $2::text[], $3::boolean[], $4::text[], $5::bigint[])
-     WITH ORDINALITY AS u(workspace_id, platform, is_active, status, lim, n)
-CROSS JOIN LATERAL (
-    SELECT {PUBLIC_COLUMNS} FROM accounts
-    WHERE workspace_id = u.workspace_id
-      AND disconnected_at IS NULL
-      AND (u.platform IS NULL OR platform = u.platform)
-      AND (u.is_active IS NULL OR is_active = u.is_active)
-      AND (u.status IS NULL OR health_status = u.status)
-    ORDER BY connected_at, id
-    LIMIT u.lim
-) a
-ORDER BY u.n, a.connected_at, a.id
-"""
-GET_ACCOUNT_BATCHED = f"""
-SELECT {PUBLIC_COLUMNS}, u.n AS batch_n
-FROM unnest($1::text[], $2::bigint[]) WITH ORDINALITY AS u(account_id, workspace_id, n)
-JOIN accounts a ON a.id = u.account_id AND a.workspace_id = u.workspace_id
-WHERE a.disconnected_at IS NULL
-"""
 
 GET_HEALTH = """
 SELECT id, is_active, health_status, health_reason, health_error_code, last_checked_at,
@@ -134,12 +98,8 @@ async def list_accounts(
     after: tuple[datetime, str] | None = None,
     limit: int | None = None,
 ) -> list[asyncpg.Record]:
-    """Rows in listing order; a whole list read through a service Pool is batched, and its
-    rows carry a trailing batch_n."""
+    """Rows in listing order (``limit`` None: the whole list)."""
     rows: list[asyncpg.Record]
-    if isinstance(conn, Pool) and after is None and limit is None:
-        statement = conn.batched(LIST_ACCOUNTS_BATCHED)
-        return await statement.fetch(workspace_id, platform, is_active, status, None)
     if after is None:
         rows = await conn.fetch(LIST_ACCOUNTS, workspace_id, platform, is_active, status, limit)
     else:
@@ -152,10 +112,7 @@ async def list_accounts(
 async def get_account(
     conn: asyncpg.Connection | asyncpg.Pool, account_id: str, workspace_id: int
 ) -> asyncpg.Record | None:
-    """The account's public row; through a service Pool it carries a trailing batch_n."""
-    if isinstance(conn, Pool):
-        rows = await conn.batched(GET_ACCOUNT_BATCHED).fetch(account_id, workspace_id)
-        return rows[0] if rows else None
+    """The account's public row."""
     row: asyncpg.Record | None = await conn.fetchrow(GET_ACCOUNT, account_id, workspace_id)
     return row
 

@@ -22,26 +22,12 @@ SELECT {_ACCOUNT_WITH_TOKENS}
 FROM accounts a LEFT JOIN account_tokens t ON t.account_id = a.id
 WHERE a.id = $1 AND a.disconnected_at IS NULL
 """
-# The same for every request of one event-loop turn (service.core.db.BatchedStatement).
-LOAD_FOR_ISSUE_BATCHED = f"""
-SELECT {_ACCOUNT_WITH_TOKENS}, u.n AS batch_n
-FROM unnest($1::text[]) WITH ORDINALITY AS u(account_id, n)
-JOIN accounts a ON a.id = u.account_id AND a.disconnected_at IS NULL
-LEFT JOIN account_tokens t ON t.account_id = a.id
-"""
-# The audit of every issuance, one row each, batched like the read.
-RECORD_ISSUED_BATCHED = """
-WITH u AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::boolean[])
-        WITH ORDINALITY AS u(account_id, key_id, key_name, refreshed, n)
-), ev AS (
-    INSERT INTO account_events (account_id, kind, detail)
-    SELECT account_id, 'credentials_issued',
-           jsonb_build_object('service_key', key_name, 'service_key_id', key_id,
-                              'refreshed', refreshed)
-    FROM u
-)
-SELECT n AS batch_n FROM u
+# The audit of every issuance, written before the token leaves.
+RECORD_ISSUED = """
+INSERT INTO account_events (account_id, kind, detail)
+VALUES ($1, 'credentials_issued',
+        jsonb_build_object('service_key', $3::text, 'service_key_id', $2::text,
+                           'refreshed', $4::boolean))
 """
 # A check outcome decided outside a sweep (a refresh a credentials request made): the same
 # columns and event as the sweep's batch write, but no lease to test or release. A sweep
@@ -82,28 +68,19 @@ FROM accounts a WHERE a.id = $1 AND a.disconnected_at IS NULL
 IS_ACTIVE = "SELECT is_active FROM accounts WHERE id = $1 AND disconnected_at IS NULL"
 
 
-async def load_for_issue(
-    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
-) -> asyncpg.Record | None:
-    if isinstance(conn, Pool):
-        rows = await conn.batched(LOAD_FOR_ISSUE_BATCHED).fetch(account_id)
-        return rows[0] if rows else None
+async def load_for_issue(conn: asyncpg.Connection | Pool, account_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await conn.fetchrow(LOAD_FOR_ISSUE, account_id)
     return row
 
 
 async def record_issued(
-    conn: asyncpg.Connection | asyncpg.Pool,
+    conn: asyncpg.Connection | Pool,
     account_id: str,
     key_id: str,
     key_name: str,
     refreshed: bool,
 ) -> None:
-    params = (account_id, key_id, key_name, refreshed)
-    if isinstance(conn, Pool):
-        await conn.batched(RECORD_ISSUED_BATCHED).fetch(*params)
-        return
-    await conn.fetch(RECORD_ISSUED_BATCHED, *([p] for p in params))
+    await conn.execute(RECORD_ISSUED, account_id, key_id, key_name, refreshed)
 
 
 async def apply_outcome(conn: asyncpg.Connection | asyncpg.Pool, outcome: Outcome) -> bool:
