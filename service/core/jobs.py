@@ -4,6 +4,7 @@ agree on what sits in the arq queue."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from enum import StrEnum
 
 from arq.connections import ArqRedis
@@ -49,18 +50,26 @@ async def enqueue_revocation(redis: ArqRedis, revocation_id: str) -> Enqueued:
     The deterministic job id makes a second enqueue (by the relay cron) a no-op while the
     first is queued, running or its result is kept.
     """
+    return await _enqueue_recorded(redis, REVOKE_JOB, revocation_id, revoke_job_id, "revocation")
+
+
+async def _enqueue_recorded(
+    redis: ArqRedis, job: str, row_id: str, job_id: Callable[[str], str], what: str
+) -> Enqueued:
+    """Queue ``job`` for an outbox/inbox row already committed. Never raises for Redis
+    trouble: the row is the record, and its relay queues it later."""
     try:
-        job = await redis.enqueue_job(
-            REVOKE_JOB, revocation_id, _job_id=revoke_job_id(revocation_id)
-        )
+        queued = await redis.enqueue_job(job, row_id, _job_id=job_id(row_id))
     except (RedisError, OSError, TimeoutError) as exc:
         log.warning(
-            "revocation not queued, the relay will retry revocation_id=%s error=%s",
-            revocation_id,
+            "%s not queued, the relay will retry %s_id=%s error=%s",
+            what,
+            what,
+            row_id,
             type(exc).__name__,
         )
         return Enqueued.unreachable
-    return Enqueued.queued if job is not None else Enqueued.already_queued
+    return Enqueued.queued if queued is not None else Enqueued.already_queued
 
 
 NOTICE_JOB = "apply_platform_notice"
@@ -71,18 +80,8 @@ def notice_job_id(notice_id: str) -> str:
 
 
 async def enqueue_notice(redis: ArqRedis, notice_id: str) -> Enqueued:
-    """Queue the job that applies the notice. Never raises for Redis trouble: the inbox row
-    is the record, and the relay queues it later."""
-    try:
-        job = await redis.enqueue_job(NOTICE_JOB, notice_id, _job_id=notice_job_id(notice_id))
-    except (RedisError, OSError, TimeoutError) as exc:
-        log.warning(
-            "notice not queued, the relay will retry notice_id=%s error=%s",
-            notice_id,
-            type(exc).__name__,
-        )
-        return Enqueued.unreachable
-    return Enqueued.queued if job is not None else Enqueued.already_queued
+    """Queue the job that applies the notice (its inbox row is the record)."""
+    return await _enqueue_recorded(redis, NOTICE_JOB, notice_id, notice_job_id, "notice")
 
 
 # A publisher's `auth_failed` report queues a check of the account. The job id is the
