@@ -7,17 +7,15 @@ import logging
 from typing import Any
 
 import orjson
-from arq.constants import result_key_prefix
-from arq.jobs import Job, JobStatus
 
-from service.core.jobs import Enqueued, enqueue_notice, enqueue_sweep, notice_job_id
+from service.core.jobs import enqueue_notice, enqueue_sweep, notice_job_id
 from service.core.notices import Action, Subject
 from service.core.repository import notices, sweeps
+from worker.relay import Recorded, relay
 from worker.runtime import runtime
 
 log = logging.getLogger("octopost.notices")
 
-RELAY_BATCH = 500
 STATUS = {Action.revoke: "revoked", Action.deactivate: "deactivated"}
 
 
@@ -66,43 +64,13 @@ async def apply_platform_notice(ctx: dict[str, Any], notice_id: str) -> dict[str
     return {"applied": len(changed), "action": action.value}
 
 
-async def _relay_one(ctx: dict[str, Any], notice_id: str) -> str:
-    rt = runtime(ctx)
-    enqueued = await enqueue_notice(rt.redis, notice_id)
-    if enqueued is not Enqueued.already_queued:
-        return enqueued.value
-    job_id = notice_job_id(notice_id)
-    status = await Job(job_id, rt.redis).status()
-    if status is JobStatus.complete:
-        # The job ended (raised, ran out of tries) without applying the notice; its kept
-        # result would block the job id.
-        await rt.redis.delete(result_key_prefix + job_id)
-        log.warning("notice job ended without applying it, queued again job_id=%s", job_id)
-        return (await enqueue_notice(rt.redis, notice_id)).value
-    return str(status.value)
+NOTICES = Recorded(
+    "notice", notices.pending_for_relay, "received_at", enqueue_notice, notice_job_id
+)
 
 
 async def relay_platform_notices(ctx: dict[str, Any]) -> dict[str, int]:
     """arq cron: queue the notices still pending after the grace period (received while
     Redis was down, or lost with it). A no-op for those whose job is queued or running."""
     rt = runtime(ctx)
-    counts: dict[str, int] = {}
-    after = None
-    while True:
-        rows = await notices.pending_for_relay(
-            rt.pool, rt.settings.notice_relay_grace_seconds, RELAY_BATCH, after
-        )
-        for row in rows:
-            what = await _relay_one(ctx, row["id"])
-            counts[what] = counts.get(what, 0) + 1
-            if what == Enqueued.unreachable:
-                break
-        if len(rows) < RELAY_BATCH or counts.get(Enqueued.unreachable):
-            break
-        after = (rows[-1]["received_at"], rows[-1]["id"])
-    if counts:
-        log.info(
-            "relay looked at pending notices %s",
-            " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-        )
-    return counts
+    return await relay(rt, NOTICES, rt.settings.notice_relay_grace_seconds)

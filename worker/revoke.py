@@ -9,11 +9,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from arq import Retry
-from arq.constants import result_key_prefix
-from arq.jobs import Job, JobStatus
 
 from service.core.ids import new_revocation_id
-from service.core.jobs import Enqueued, enqueue_revocation, revoke_job_id
+from service.core.jobs import enqueue_revocation, revoke_job_id
 from service.core.repository import connect, revocations
 from service.core.vault import Sealed, VaultError
 from service.platforms.base import (
@@ -25,11 +23,11 @@ from service.platforms.base import (
 )
 from service.platforms.mastodon import MastodonAdapter
 from worker.limits import PlatformPaused
+from worker.relay import Recorded, relay
 from worker.runtime import Runtime, runtime
 
 log = logging.getLogger("octopost.revoke")
 
-RELAY_BATCH = 500
 
 # outcome -> (revocation status, event kind)
 _FINAL = {
@@ -182,19 +180,9 @@ async def revoke_tokens_of_disconnected(rt: Runtime, account_id: str, sealed: Se
     return True
 
 
-async def _relay_one(rt: Runtime, revocation_id: str) -> str:
-    enqueued = await enqueue_revocation(rt.redis, revocation_id)
-    if enqueued is not Enqueued.already_queued:
-        return enqueued.value
-    job_id = revoke_job_id(revocation_id)
-    status = await Job(job_id, rt.redis).status()
-    if status is JobStatus.complete:
-        # The job ended (raised, timed out, ran out of arq tries) without ending the
-        # revocation; its kept result would block the job id for an hour.
-        await rt.redis.delete(result_key_prefix + job_id)
-        log.warning("revoke job ended without an outcome, queued again job_id=%s", job_id)
-        return (await enqueue_revocation(rt.redis, revocation_id)).value
-    return str(status.value)
+REVOCATIONS = Recorded(
+    "revocation", revocations.pending_for_relay, "created_at", enqueue_revocation, revoke_job_id
+)
 
 
 async def relay_revocations(ctx: dict[str, Any]) -> dict[str, int]:
@@ -204,23 +192,4 @@ async def relay_revocations(ctx: dict[str, Any]) -> dict[str, int]:
     (backoff) or running; a job whose worker died is run again by arq itself once its
     in-progress mark lapses."""
     rt = runtime(ctx)
-    counts: dict[str, int] = {}
-    after = None
-    while True:
-        rows = await revocations.pending_for_relay(
-            rt.pool, rt.settings.revoke_relay_grace_seconds, RELAY_BATCH, after
-        )
-        for row in rows:
-            what = await _relay_one(rt, row["id"])
-            counts[what] = counts.get(what, 0) + 1
-            if what == Enqueued.unreachable:
-                break  # the next tick tries again; no need to time out once per row
-        if len(rows) < RELAY_BATCH or counts.get(Enqueued.unreachable):
-            break
-        after = (rows[-1]["created_at"], rows[-1]["id"])
-    if counts:
-        log.info(
-            "relay looked at pending revocations %s",
-            " ".join(f"{k}={v}" for k, v in sorted(counts.items())),
-        )
-    return counts
+    return await relay(rt, REVOCATIONS, rt.settings.revoke_relay_grace_seconds)
