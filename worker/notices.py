@@ -36,6 +36,8 @@ async def apply_platform_notice(ctx: dict[str, Any], notice_id: str) -> dict[str
                 "notice_id": notice_id,
                 "platform_event": row["event"],
                 **(orjson.loads(row["detail"]) if row["detail"] else {}),
+                # what account.deactivated webhooks name as its source
+                "source": "platform_push",
             }
         ).decode()
         changed: list[str] = []

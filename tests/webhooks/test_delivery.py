@@ -89,6 +89,33 @@ async def test_connect_reconnect_and_delete_arrive_signed_with_the_account_after
     assert len({r.headers["webhook-id"] for r in receiver.at("/hooks")}) == 3
 
 
+async def test_a_check_asked_for_by_a_publish_report_says_so(
+    wapi: Api,
+    make_key: Any,
+    import_lines: Any,
+    receiver: Receiver,
+    sandbox: Sandbox,
+    wsettings: Settings,
+    pool: asyncpg.Pool,
+    redis: ArqRedis,
+) -> None:
+    # an auth_failed usage report queues a one-account sweep with trigger 'report'
+    await sandbox.reset()
+    key = await make_key("acme")
+    (account_id,) = await import_lines(
+        "acme", [account("mastodon", "eve@mastodon.example", access_token="m-at-eve")]
+    )
+    hook = await create_endpoint(wapi, key, receiver.url("/report"), events=["account.deactivated"])
+    await sandbox.set("m-at-eve", "revoked")
+    sweep_id = await sweeps.create_sweep(pool, "report", None, account_id)
+    await enqueue_sweep(redis, sweep_id)
+    await drain(wsettings, sandbox_platforms(sandbox))
+    (deactivated,) = await receiver.wait("/report", 1)
+    payload = deactivated.verified(hook["secret"])
+    assert payload["type"] == "account.deactivated"
+    assert payload["data"]["source"] == "publish_report", payload
+
+
 async def test_sweep_finding_a_revoked_token_then_a_valid_one(
     wapi: Api,
     make_key: Any,

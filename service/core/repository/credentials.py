@@ -47,7 +47,7 @@ WITH upd AS (
 ), ev AS (
     INSERT INTO account_events (account_id, kind, reason, detail)
     SELECT id, $8, $3,
-           CASE WHEN $4::text IS NULL THEN NULL ELSE jsonb_build_object('error_code', $4::text) END
+           jsonb_strip_nulls(jsonb_build_object('error_code', $4::text, 'source', $9::text))
     FROM upd WHERE $8::text IS NOT NULL
 )
 SELECT id FROM upd
@@ -95,6 +95,7 @@ async def apply_outcome(conn: asyncpg.Connection | asyncpg.Pool, outcome: Outcom
         outcome.next_check_at,
         outcome.transient_failures,
         outcome.event,
+        outcome.source,
     )
     return written is not None
 

@@ -113,12 +113,16 @@ WITH o AS (
       AND a.disconnected_at IS NULL
     RETURNING a.id, o.outcome, o.event, o.reason, o.error_code, o.source
 ), ev AS (
-    -- the trail, and through its trigger the webhook outbox (sql/0006_webhooks.sql)
+    -- the trail, and through its trigger the webhook outbox (sql/0006_webhooks.sql); a
+    -- check the publisher's auth_failed report asked for (trigger 'report') says so
     INSERT INTO account_events (account_id, kind, reason, detail)
     SELECT id, event, reason,
            CASE WHEN error_code IS NULL AND source IS NULL THEN NULL
-                ELSE jsonb_strip_nulls(jsonb_build_object('error_code', error_code,
-                                                          'source', source)) END
+                ELSE jsonb_strip_nulls(jsonb_build_object(
+                    'error_code', error_code,
+                    'source', CASE WHEN source = 'check'
+                                    AND (SELECT trigger FROM sweeps WHERE id = $1) = 'report'
+                                   THEN 'publish_report' ELSE source END)) END
     FROM upd WHERE event IS NOT NULL
 ), counts AS (
     SELECT count(*) FILTER (WHERE outcome <> 'skipped') AS checked,
