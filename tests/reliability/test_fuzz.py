@@ -281,7 +281,12 @@ def test_every_operation_with_an_unknown_key(
 
 def test_stateful_sequences_follow_the_links(fuzz_target: FuzzTarget) -> None:
     base = fuzz_target.api.base
-    live = schemathesis.openapi.from_url(f"{base}/v1/openapi.json", config=fuzz_config(base))
+    # The account links (list -> get -> health/events -> delete): the webhook operations are
+    # fuzzed one by one above, and in one state machine their creation (which a schema cannot
+    # make valid: the URL must be a public host) crowded the account steps out.
+    live = schemathesis.openapi.from_url(
+        f"{base}/v1/openapi.json", config=fuzz_config(base)
+    ).include(path_regex=r"^/v1/accounts")
     steps: Counter[str] = Counter()
     checks = [one_error_format, never_another_workspace(fuzz_target), positive_data_accepted]
 
