@@ -26,6 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -102,6 +105,7 @@ class SweepOptions:
     loadgen: str = "wrk"
     list_latency: bool = True
     manual: bool = False  # octopost sweep (every account, due or not) instead of the schedule
+    profile: str = ""  # py-spy: write the first worker's stacks during each sweep here
     timeout: float = 900.0
 
 
@@ -431,6 +435,19 @@ async def _wait_no_backends(admin: asyncpg.Connection, db: str) -> None:
         await asyncio.sleep(0.05)
 
 
+def _py_spy(prefix: str, pid: int, accounts: int, workers: int) -> subprocess.Popen[bytes] | None:
+    """Sample one worker with py-spy (collapsed stacks, for bench/profile.py) until SIGINT."""
+    if not prefix:
+        return None
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    path = f"{prefix}-{accounts}-{workers}w-{time.strftime('%H%M%S')}.txt"
+    argv = [binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+            "--format", "raw", "--output", path]  # fmt: skip
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    say(f"py-spy sampling worker {pid} into {path}")
+    return spy
+
+
 async def _octopost_sweep(stack: Stack, give_up_after: float) -> int:
     """Run `octopost sweep --wait` to its end; the sweep id from its first line."""
     argv = [*octopost_command(), "sweep", "--wait", "--timeout", f"{give_up_after:.0f}"]
@@ -595,6 +612,7 @@ async def sweep_once(
             postgres_before = await backend_cpu(admin, db.name)
             machine_before = cpu_ticks()
             table_before = await table_stats(admin, db.url)
+            spy = _py_spy(o.profile, procs[0].pid, accounts, n_workers)
             conn = await asyncpg.connect(db.url)
             own = 0
             try:
@@ -622,6 +640,9 @@ async def sweep_once(
                 wall = time.perf_counter() - started
             finally:
                 await conn.close()
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait(60)
             await asyncio.sleep(0.3)  # the last batches' bookkeeping statements
             after = statement_counts(procs, files, serials)
             worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_before, strict=True))
@@ -751,6 +772,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--manual", action="store_true",
         help="measure `octopost sweep` (every account, due or not) instead of scheduled sweeps",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", default="", metavar="PREFIX",
+        help="sample the first worker with py-spy during each sweep into PREFIX-*.txt "
+        "(collapsed stacks; summarise with python -m bench.profile)",
+    )  # fmt: skip
 
 
 def sweep_options(args: argparse.Namespace) -> SweepOptions:
@@ -769,6 +795,7 @@ def sweep_options(args: argparse.Namespace) -> SweepOptions:
         loadgen=args.loadgen,
         list_latency=not args.no_list_latency,
         manual=args.manual,
+        profile=args.profile,
     )
 
 

@@ -178,7 +178,7 @@ def skipped(row: asyncpg.Record, until: datetime) -> Outcome:
 async def _call(rt: Runtime, platform: str, op: str, call: Any) -> CheckResult:
     started = time.perf_counter()
     result: CheckResult = await rt.limits.call(platform, call)
-    rt.metrics.check_latency.labels(platform).observe(time.perf_counter() - started)
+    rt.metrics.call_took(platform, time.perf_counter() - started)
     if (
         result.outcome is TokenOutcome.transient
         and result.retry_after
@@ -280,7 +280,7 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
             result = conclude_after_refresh(result, after)
     if refreshed and result.new_tokens is not None:
         access_expires_at = result.new_tokens.access_expires_at
-    rt.metrics.checks.labels(platform, result.outcome.value).inc()
+    rt.metrics.checked(platform, result.outcome.value)
     outcome = decide(
         rt,
         row,

@@ -15,7 +15,9 @@ from service.core.settings import Settings
 from service.core.vault import Vault
 from service.platforms.base import PlatformAdapter
 from service.platforms.config import PlatformSettings
+from service.platforms.http import HTTPAdapter
 from service.platforms.registry import build_adapters
+from service.platforms.reqwest import ReqwestTransport
 from worker.limits import PlatformLimits
 from worker.metrics import WorkerMetrics
 
@@ -32,6 +34,7 @@ class Runtime:
     adapters: dict[str, PlatformAdapter]
     limits: PlatformLimits
     metrics: WorkerMetrics
+    transport: ReqwestTransport | None = None
 
     @classmethod
     async def start(
@@ -47,16 +50,38 @@ class Runtime:
         connector = aiohttp.TCPConnector(
             limit=settings.platform_concurrency * 9, limit_per_host=0, ttl_dns_cache=300
         )
-        http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        # No cookie jar: platform calls authenticate with tokens, never cookies, and the jar
+        # filters every request and stores every Set-Cookie of every answer.
+        http = aiohttp.ClientSession(
+            connector=connector, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         adapters = build_adapters(http, platform_settings or PlatformSettings())
+        transport: ReqwestTransport | None = None
+        if settings.worker_http_client == "reqwest":
+            transport = ReqwestTransport(max_connections=settings.platform_concurrency * 9)
+            for adapter in adapters.values():
+                if isinstance(adapter, HTTPAdapter):
+                    adapter.transport = transport
         limits = PlatformLimits(
             redis,
             concurrency=settings.platform_concurrency,
             rate_per_second=settings.platform_rate_per_second,
         )
-        return cls(settings, pool, redis, vault, http, adapters, limits, metrics or WorkerMetrics())
+        return cls(
+            settings,
+            pool,
+            redis,
+            vault,
+            http,
+            adapters,
+            limits,
+            metrics or WorkerMetrics(),
+            transport,
+        )
 
     async def close(self) -> None:
+        if self.transport is not None:
+            await self.transport.close()
         await self.http.close()
         await self.pool.close()
 

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     platform_concurrency: int = 128
     platform_rate_per_second: int = 1000
     worker_max_jobs: int = 8
+    # The worker's HTTP client for platform calls: reqwest (pyreqwest, a third of
+    # aiohttp's CPU per call) or aiohttp (what the API uses).
+    worker_http_client: Literal["reqwest", "aiohttp"] = "reqwest"
     worker_metrics_port: int = 0
     # --- revocations ---
     # Platform calls per revocation before it is given up as failed (its ciphertext erased).
