@@ -289,6 +289,7 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
             "row updates/check (HOT)",
             "WAL bytes/check",
             "dead tuples left",
+            "Redis commands/check",
         ],
     )
     for r in runs:
@@ -306,6 +307,7 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
                 f"{s.writes.updates / s.checked:.2f} ({s.writes.hot_updates / s.checked:.2f})",
                 fmt(s.writes.wal_bytes / s.checked),
                 f"{s.writes.dead:+,}",
+                fmt(s.redis_commands / s.checked, 3),
             )
     sweep_table.notes = [
         "manual: `octopost sweep --wait` run as a process, timed from its start to its final "
@@ -317,6 +319,8 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
         "heap-only, no index entries); each leaves one dead row version. Dead tuples left: "
         "n_dead_tup after - before (autovacuum runs meanwhile). WAL: pg_current_wal_lsn() over "
         "the sweep on the private server / checks.",
+        "Redis commands: INFO total_commands_processed of the private server over the sweep "
+        "(arq's queue, locks, the per-platform budgets and pauses) / checks.",
         f"{cores()} cores shared by the worker, the sandbox, PostgreSQL, Redis and the "
         "harness (and, on the shared machine, everyone else's work).",
         QUIET.note(),

@@ -124,6 +124,7 @@ class SweepRun:
     postgres_cpu_s: float
     machine_busy: float  # share of all cores busy (anyone's work), 0..1
     writes: TableStats
+    redis_commands: int = 0  # the whole Redis server's commands over the sweep
 
     @property
     def rate(self) -> float:
@@ -225,7 +226,7 @@ class SweepResults:
             "CPU % is of one core over the sweep (the sandbox, the benchmark database's "
             "PostgreSQL backends); all cores busy: /proc/stat over the sweep, everyone's work "
             f"on all {cores()} cores.",
-            f"Defaults: batch {250}, 8 jobs and 128 requests per platform in flight per worker; "
+            f"Defaults: batch {250}, 8 jobs and 64 requests per platform in flight per worker; "
             f"{cores()} cores shared by workers, sandbox, PostgreSQL and Redis.",
             QUIET.note(),
         ]
@@ -448,6 +449,12 @@ def _py_spy(prefix: str, pid: int, accounts: int, workers: int) -> subprocess.Po
     return spy
 
 
+async def redis_commands(redis: Any) -> int:
+    """Commands the Redis server has processed (INFO stats): exact on a private server."""
+    info = await redis.info("stats")
+    return int(info["total_commands_processed"])
+
+
 async def _octopost_sweep(stack: Stack, give_up_after: float) -> int:
     """Run `octopost sweep --wait` to its end; the sweep id from its first line."""
     argv = [*octopost_command(), "sweep", "--wait", "--timeout", f"{give_up_after:.0f}"]
@@ -612,6 +619,7 @@ async def sweep_once(
             postgres_before = await backend_cpu(admin, db.name)
             machine_before = cpu_ticks()
             table_before = await table_stats(admin, db.url)
+            redis_before = await redis_commands(redis)
             spy = _py_spy(o.profile, procs[0].pid, accounts, n_workers)
             conn = await asyncpg.connect(db.url)
             own = 0
@@ -638,6 +646,7 @@ async def sweep_once(
                         proc.check_alive()
                     await asyncio.sleep(0.25)
                 wall = time.perf_counter() - started
+                redis_used = await redis_commands(redis) - redis_before
             finally:
                 await conn.close()
                 if spy is not None:
@@ -681,13 +690,15 @@ async def sweep_once(
         postgres_cpu,
         busy / total if total else float("nan"),
         table_after.minus(table_before),
+        redis_used,
     )
     say(
         f"sweep: {accounts:,} accounts, {n_workers} worker(s): {result.rate:,.0f} checks/s, "
         f"{result.statements / result.checked:.4f} statements/check, peak RSS {peak:.0f} MB, "
         f"CPU ms/check: workers {1000 * worker_cpu / result.checked:.3f}, "
         f"PostgreSQL {1000 * postgres_cpu / result.checked:.3f}; "
-        f"{result.writes.describe(result.checked)}"
+        f"{result.writes.describe(result.checked)}, "
+        f"Redis {result.redis_commands / result.checked:.3f} commands/check"
     )
     return result
 
