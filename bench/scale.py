@@ -89,6 +89,7 @@ class SizeRun:
     bytes_after_sweeps: dict[str, int] = field(default_factory=dict)
     sweeps: list[tuple[str, SweepRun]] = field(default_factory=list)
     plans: list[tuple[str, str]] = field(default_factory=list)
+    count_by_status_ms: float = 0.0
 
 
 @dataclass
@@ -140,6 +141,22 @@ def per_account(b: dict[str, int]) -> str:
         f"({b['accounts_table'] / n:,.0f} + {b['accounts_indexes'] / n:,.0f} + "
         f"{b['tokens_total'] / n:,.0f})"
     )
+
+
+async def count_by_status_ms(url: str) -> float:
+    """The statement each sweep ends with (accounts by platform and status, for the gauge)."""
+    from service.core.repository import sweeps
+
+    conn = await asyncpg.connect(url)
+    try:
+        timings = []
+        for _ in range(3):
+            started = time.perf_counter()
+            await conn.fetch(sweeps.COUNT_BY_STATUS)
+            timings.append(time.perf_counter() - started)
+    finally:
+        await conn.close()
+    return 1000 * min(timings)
 
 
 async def random_ids(url: str, n: int = 500) -> list[str]:
@@ -222,6 +239,7 @@ async def run(o: ScaleOptions, admin_url: str, redis_url: str) -> list[SizeRun]:
                 run_ = SizeRun(size, rate, await sizes(db.url))
                 per = per_account(run_.bytes_after_import)
                 say(f"imported {size:,} accounts ({rate:,.0f}/s); {per} B/account")
+                run_.count_by_status_ms = await count_by_status_ms(db.url)
                 run_.plans = await claim_plans(db.url)
                 for name, plan in run_.plans:
                     say(f"EXPLAIN at {size:,}, {name}:\n{plan}")
@@ -251,6 +269,7 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
             "list page p99 ms",
             "get by id p50 ms",
             "get by id p99 ms",
+            "count_by_status ms",
         ],
     )
     for r in runs:
@@ -263,6 +282,7 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
             fmt(r.page.p99_ms, 2) if r.page else "-",
             fmt(r.get.p50_ms, 2) if r.get else "-",
             fmt(r.get.p99_ms, 2) if r.get else "-",
+            fmt(r.count_by_status_ms, 1),
         )
     size_table.notes = [
         "import: the real importer (parse, seal with AES-GCM, upsert) in chunks of 20,000 "
@@ -273,6 +293,8 @@ def tables(runs: list[SizeRun], o: ScaleOptions) -> list[Table]:
         "autovacuum had not yet reclaimed.",
         f"API: wrk, 64 connections, {o.seconds:g} s after 1 s of warm-up; the page cycles the "
         "first five pages of ?limit=100 (cursors included), the get cycles 500 random ids.",
+        "count_by_status: the accounts-by-platform-and-status count every sweep ends with "
+        "(a scan of all accounts), best of 3.",
     ]
     sweep_table = Table(
         f"Scale: sweeps, one worker process, sandbox latency {o.latency_ms:g} ms",
