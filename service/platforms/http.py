@@ -54,6 +54,7 @@ class Transport(Protocol):
         params: Mapping[str, str] | None,
         data: Mapping[str, str] | None,
         timeout_seconds: float,
+        json: Any = None,
     ) -> Reply: ...
 
 

@@ -10,8 +10,10 @@ connection failure becomes a `Reply` with `failure` set, like the aiohttp path.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from pyreqwest.client import Client, ClientBuilder
 from pyreqwest.exceptions import PyreqwestError
@@ -39,6 +41,7 @@ class ReqwestTransport:
         params: Mapping[str, str] | None,
         data: Mapping[str, str] | None,
         timeout_seconds: float,
+        json: Any = None,
     ) -> Reply:
         limit = self._timeouts.get(timeout_seconds)
         if limit is None:
@@ -51,6 +54,8 @@ class ReqwestTransport:
                 builder = builder.query(dict(params))
             if data is not None:
                 builder = builder.form(dict(data))
+            elif json is not None:
+                builder = builder.body_json(json)
             response = await builder.build().send()
             raw = bytes(await response.bytes())
             return Reply(response.status, parse_json(raw), response.headers)
@@ -61,3 +66,8 @@ class ReqwestTransport:
 
     async def close(self) -> None:
         await self.client.close()
+        # Drop the client and collect now, while the interpreter is whole: a reqwest
+        # object (a client, or an error's details held by a reference cycle) freed during
+        # interpreter shutdown aborts the process (PyGILState_Release, exit code 134).
+        del self.client
+        gc.collect()

@@ -56,3 +56,40 @@ async def test_both_clients_give_the_same_outcomes(
     s = await state(pool, soon)
     assert (s["is_active"], s["health_status"]) == (True, "healthy")
     assert [c["path"] for c in await sandbox.calls(token="hc-rt")] == ["/twitter/2/oauth2/token"]
+
+
+EXIT_SCRIPT = """
+import asyncio
+from service.platforms.reqwest import ReqwestTransport
+
+async def main():
+    transport = ReqwestTransport(max_connections=4)
+    for _ in range(3):
+        reply = await transport.request(
+            "GET", "http://127.0.0.1:{port}/x", headers=None, params=None, data=None,
+            timeout_seconds=2,
+        )
+        assert reply.failure == "connection_error", reply
+    await transport.close()
+    KEEP.append(transport)
+
+KEEP = []
+asyncio.run(main())
+"""
+
+
+def test_a_process_that_used_reqwest_exits_cleanly() -> None:
+    """reqwest objects freed during interpreter shutdown used to abort the process (exit
+    134, PyGILState_Release) about three times in four after a failed call; close() frees
+    them first. Four runs, each of which would have aborted most of the time."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, free_port
+
+    script = EXIT_SCRIPT.format(port=free_port())
+    for _ in range(4):
+        done = subprocess.run(
+            [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
