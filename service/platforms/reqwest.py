@@ -4,7 +4,8 @@ through aiohttp, for about 0.08 ms of CPU per call instead of aiohttp's 0.2 (mea
 the sweep's verify calls, BENCHMARKS.md): at thousands of checks a second per worker
 process the client is most of the worker's CPU.
 
-No redirect is followed, no cookie is kept, and nothing here logs; a timeout or a
+No redirect is followed, no cookie is kept, no proxy from the environment is used, and
+nothing here logs; a timeout or a
 connection failure becomes a `Reply` with `failure` set, like the aiohttp path.
 """
 
@@ -26,6 +27,9 @@ class ReqwestTransport:
         self.client: Client = (
             ClientBuilder()
             .follow_redirects(False)
+            # like aiohttp's session (trust_env off): HTTP(S)_PROXY in the environment is
+            # not a reason to send tokens somewhere else
+            .no_proxy()
             .max_connections(max_connections)
             .pool_idle_timeout(timedelta(seconds=60))
             .build()
