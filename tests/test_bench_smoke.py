@@ -127,6 +127,30 @@ def test_sweep_bench_runs(database_url: str, redis_url: str) -> None:
         assert number(row[1]) > 0 and number(row[6]) > 0, row  # list req/s, sweep checks/s
 
 
+@pytest.mark.skipif(LOADGEN != "wrk", reason="the scale run measures the API with wrk only")
+def test_scale_bench_runs(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nHand-written analysis stays.\n")
+    args = ["--sizes", "150,400", "--sweep-sizes", "400", "--seconds", "1", "--quiet-wait", "0"]
+    args += ["--db-name", f"octopost_bench_smoke_{secrets.token_hex(3)}", "--output", str(output)]
+    done = bench("scale", *args, env={"DATABASE_URL": database_url, "REDIS_URL": redis_url})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    for size in ("150", "400"):
+        row = cells(out, f"{size}  ")
+        assert number(row[1]) > 0, row  # import accounts/s
+        assert 100 < number(row[2].split()[0]) < 10_000, row  # bytes per account
+        assert 0 < number(row[5]) < 10_000, row  # list page p99 ms
+    for kind in ("manual", "scheduled"):
+        row = cells(out, f"400       {kind}")
+        assert number(row[2]) > 0, row  # checks/s
+        assert 20 < number(row[7]) < 500, row  # peak worker RSS, MB
+        assert number(row[9].split()[0]) >= 1, row  # accounts row updates per check
+    text = output.read_text()
+    assert text.startswith("# Benchmarks\n\nHand-written analysis stays.\n")
+    assert text.count("<!-- bench:scale:begin") == 1 and "accounts_pkey" in text
+
+
 def test_run_writes_results_between_the_markers(
     database_url: str, redis_url: str, tmp_path: Path
 ) -> None:

@@ -184,7 +184,7 @@ def skipped(row: asyncpg.Record, until: datetime) -> Outcome:
 async def _call(rt: Runtime, platform: str, op: str, call: Any) -> CheckResult:
     started = time.perf_counter()
     result: CheckResult = await rt.limits.call(platform, call)
-    rt.metrics.check_latency.labels(platform).observe(time.perf_counter() - started)
+    rt.metrics.call_took(platform, time.perf_counter() - started)
     if (
         result.outcome is TokenOutcome.transient
         and result.retry_after
@@ -329,7 +329,7 @@ async def check_account(rt: Runtime, row: asyncpg.Record) -> Checked:
             via_refresh = True
     if refreshed and result.new_tokens is not None:
         access_expires_at = result.new_tokens.access_expires_at
-    rt.metrics.checks.labels(platform, result.outcome.value).inc()
+    rt.metrics.checked(platform, result.outcome.value)
     outcome = decide(
         rt,
         row,
@@ -368,8 +368,12 @@ async def check_batch(ctx: dict[str, Any], sweep_id: int, account_ids: list[str]
     rows = await sweeps.load_batch(rt.pool, sweep_id, account_ids)
     results = await asyncio.gather(*(_safe_check(rt, row) for row in rows))
     refreshed = sum(1 for r in results if r.refreshed)
-    checked, skipped_n = await sweeps.apply_outcomes(
+    applied = await sweeps.apply_outcomes(
         rt.pool, sweep_id, [r.outcome for r in results], refreshed
     )
-    await sweeps.finish_if_idle(rt.pool, sweep_id)
-    return {"checked": checked, "skipped": skipped_n, "refreshed": refreshed}
+    # While the sweep is still claiming, its claimer closes it when claiming ends (the two
+    # writes meet on the sweep row's lock, so one of them sees the other's); only the
+    # batches reported after that may be the last.
+    if not applied.claiming:
+        await sweeps.finish_if_idle(rt.pool, sweep_id)
+    return {"checked": applied.checked, "skipped": applied.skipped, "refreshed": refreshed}

@@ -3,6 +3,8 @@ revocations, platform notices and webhook deliveries."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -76,6 +78,23 @@ class WorkerMetrics:
             "Age of the oldest webhook delivery still pending (refreshed by the relay).",
             registry=self.registry,
         )
+
+        # labels() hashes and locks on every call; a check asks for the same few children
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def checked(self, platform: str, outcome: str) -> None:
+        key = ("checks", platform, outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.checks.labels(platform, outcome)
+        child.inc()
+
+    def call_took(self, platform: str, seconds: float) -> None:
+        key = ("latency", platform)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.check_latency.labels(platform)
+        child.observe(seconds)
 
     def serve(self, port: int) -> None:
         if port:

@@ -14,7 +14,9 @@ from service.core.settings import Settings
 from service.core.vault import Vault
 from service.platforms.base import PlatformAdapter
 from service.platforms.config import PlatformSettings
+from service.platforms.http import HTTPAdapter
 from service.platforms.registry import build_adapters
+from service.platforms.reqwest import ReqwestTransport
 from worker.limits import PlatformLimits
 from worker.metrics import WorkerMetrics
 from worker.webhooks import WebhookDispatcher
@@ -35,6 +37,7 @@ class Runtime:
     # the worker's webhook dispatcher; None where only the refresh machinery is borrowed
     # (the API's credential issuance)
     webhooks: WebhookDispatcher | None = None
+    transport: ReqwestTransport | None = None
 
     @classmethod
     async def start(
@@ -50,8 +53,18 @@ class Runtime:
         connector = aiohttp.TCPConnector(
             limit=settings.platform_concurrency * 9, limit_per_host=0, ttl_dns_cache=300
         )
-        http = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+        # No cookie jar: platform calls authenticate with tokens, never cookies, and the jar
+        # filters every request and stores every Set-Cookie of every answer.
+        http = aiohttp.ClientSession(
+            connector=connector, raise_for_status=False, cookie_jar=aiohttp.DummyCookieJar()
+        )
         adapters = build_adapters(http, platform_settings or PlatformSettings())
+        transport: ReqwestTransport | None = None
+        if settings.worker_http_client == "reqwest":
+            transport = ReqwestTransport(max_connections=settings.platform_concurrency * 9)
+            for adapter in adapters.values():
+                if isinstance(adapter, HTTPAdapter):
+                    adapter.transport = transport
         limits = PlatformLimits(
             redis,
             concurrency=settings.platform_concurrency,
@@ -60,11 +73,24 @@ class Runtime:
         metrics = metrics or WorkerMetrics()
         webhooks = WebhookDispatcher(settings, pool, vault, metrics)
         await webhooks.start()
-        return cls(settings, pool, redis, vault, http, adapters, limits, metrics, webhooks)
+        return cls(
+            settings,
+            pool,
+            redis,
+            vault,
+            http,
+            adapters,
+            limits,
+            metrics,
+            webhooks=webhooks,
+            transport=transport,
+        )
 
     async def close(self) -> None:
         if self.webhooks is not None:
             await self.webhooks.close()
+        if self.transport is not None:
+            await self.transport.close()
         await self.http.close()
         await self.pool.close()
 

@@ -20,36 +20,36 @@ async def run_sweep(ctx: dict[str, Any], sweep_id: int) -> dict[str, int]:
     sweep = await sweeps.start_sweep(rt.pool, sweep_id)
     if sweep is None:
         return {"claimed": 0}
-    # asked for (by ops, or by a publisher's auth_failed report): due or not
-    force = sweep["trigger"] in ("manual", "report")
+    # asked for (by ops, or by a publisher's auth_failed report): due or not, claimed from a
+    # resume key
+    manual = sweep["trigger"] in ("manual", "report")
     s = rt.settings
     started = time.perf_counter()
     claimed = 0
     while True:
+        # One statement per batch: lease it and count it on the sweep row (a manual sweep
+        # also moves its resume key), autocommitted.
+        batch = await sweeps.claim(
+            rt.pool,
+            sweep_id,
+            manual=manual,
+            platform=sweep["platform"],
+            account_id=sweep["account_id"],
+            limit=s.sweep_batch_size,
+            lease_seconds=s.check_lease_seconds,
+        )
+        if not batch.ids:
+            break
+        claimed += len(batch.ids)
+        await rt.redis.enqueue_job(
+            CHECK_JOB, sweep_id, batch.ids, _job_id=batch_job_id(sweep_id, batch.ids)
+        )
         # Do not run too far ahead of the checkers: a lease must not run out while its
         # batch is still waiting in the queue.
-        current = await sweeps.get_sweep(rt.pool, sweep_id)
-        if current is not None and (
-            current["claimed"] - current["checked"] - current["skipped"] >= s.sweep_max_ahead
-        ):
+        ahead = batch.ahead
+        while ahead >= s.sweep_max_ahead:
             await asyncio.sleep(0.2)
-            continue
-        async with rt.pool.acquire() as conn, conn.transaction():
-            ids = await sweeps.claim_due(
-                conn,
-                sweep_id,
-                platform=sweep["platform"],
-                account_id=sweep["account_id"],
-                force=force,
-                limit=s.sweep_batch_size,
-                lease_seconds=s.check_lease_seconds,
-            )
-            if ids:
-                await sweeps.add_claimed(conn, sweep_id, len(ids))
-        if not ids:
-            break
-        claimed += len(ids)
-        await rt.redis.enqueue_job(CHECK_JOB, sweep_id, ids, _job_id=batch_job_id(sweep_id, ids))
+            ahead = await sweeps.sweep_ahead(rt.pool, sweep_id)
     await sweeps.end_claiming(rt.pool, sweep_id)
     await sweeps.finish_if_idle(rt.pool, sweep_id)
     rt.metrics.sweep_duration.observe(time.perf_counter() - started)

@@ -62,9 +62,14 @@ class Settings(BaseSettings):
     degraded_after_failures: int = 3
     # Requests in flight per platform per worker process, and requests per second per
     # platform shared by all workers (through Redis).
-    platform_concurrency: int = 128
+    # 64 x 9 platforms in flight: at 150 ms a call that is ~3,800 calls/s per process, more
+    # than its CPU allows (BENCHMARKS.md); each connection costs the client about 45 KB.
+    platform_concurrency: int = 64
     platform_rate_per_second: int = 1000
     worker_max_jobs: int = 8
+    # The worker's HTTP client for platform calls: reqwest (pyreqwest, a third of
+    # aiohttp's CPU per call) or aiohttp (what the API uses).
+    worker_http_client: Literal["reqwest", "aiohttp"] = "reqwest"
     worker_metrics_port: int = 0
     # --- the publisher's reports (internal API) ---
     # After a check an auth_failed report asked for, further reports for the account queue

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -42,8 +42,27 @@ class Reply:
     failure: str | None = None  # "timeout" | "connection_error"
 
 
+class Transport(Protocol):
+    """Another HTTP client for `HTTPAdapter.call` (the worker's: service/platforms/reqwest.py)."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        data: Mapping[str, str] | None,
+        timeout_seconds: float,
+        json: Any = None,
+    ) -> Reply: ...
+
+
 class HTTPAdapter(PlatformAdapter):
-    """A PlatformAdapter that talks HTTP through the shared session, with a timeout."""
+    """A PlatformAdapter that talks HTTP through the shared session, with a timeout, or
+    through `transport` when one is set (the same request, the same Reply)."""
+
+    transport: Transport | None = None
 
     def __init__(
         self,
@@ -66,6 +85,15 @@ class HTTPAdapter(PlatformAdapter):
         data: Mapping[str, str] | None = None,
         json: Any = None,
     ) -> Reply:
+        if self.transport is not None:
+            return await self.transport.request(
+                method,
+                url,
+                headers=headers,
+                params=params,
+                data=data,
+                timeout_seconds=self.timeout.total or 10.0,
+            )
         try:
             async with self.session.request(
                 method,

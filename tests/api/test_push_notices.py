@@ -737,10 +737,10 @@ async def test_a_check_in_flight_cannot_undo_a_push_revocation(
     await make_key("acme")
     (a,) = await import_lines("acme", [account("tiktok", "act.racing")])
     sweep_id = await sweeps.create_sweep(pool, "manual", None, a)
-    claimed = await sweeps.claim_due(
-        pool, sweep_id, platform=None, account_id=a, force=True, limit=10, lease_seconds=600
+    claimed = await sweeps.claim(
+        pool, sweep_id, manual=True, platform=None, account_id=a, limit=10, lease_seconds=600
     )
-    assert claimed == [a]  # the check has loaded the tokens and is waiting for the platform
+    assert claimed.ids == [a]  # the check has loaded the tokens and is waiting for the platform
     await service.push(200, platform="tiktok", event="authorization.removed", user_id="act.racing")
     await drain(psettings, platforms)
     assert await state(pool, a) == (False, "revoked", "deauthorized_at_platform", False)
@@ -748,7 +748,8 @@ async def test_a_check_in_flight_cannot_undo_a_push_revocation(
     valid = sweeps.Outcome(
         a, "valid", "healthy", None, True, datetime.now(UTC) + timedelta(hours=6), 0, None, None
     )
-    assert await sweeps.apply_outcomes(pool, sweep_id, [valid], 0) == (0, 0)
+    applied = await sweeps.apply_outcomes(pool, sweep_id, [valid], 0)
+    assert (applied.checked, applied.skipped) == (0, 0)
     assert await state(pool, a) == (False, "revoked", "deauthorized_at_platform", False)
 
 

@@ -38,34 +38,102 @@ WHERE s.status = 'running'
                   WHERE a.lease_sweep_id = s.id AND a.disconnected_at IS NULL)
 RETURNING s.id
 """
-ADD_CLAIMED = "UPDATE sweeps SET claimed = claimed + $2 WHERE id = $1"
 GET_SWEEP = "SELECT * FROM sweeps WHERE id = $1"
 LIST_SWEEPS = "SELECT * FROM sweeps ORDER BY id DESC LIMIT $1"
 
-# Scheduled sweeps take what is due; a manual sweep takes everything in its scope that it
-# has not taken yet. Either way a lease (next_check_at pushed forward, lease_sweep_id set)
-# keeps other sweeps off the account until the check is written or the lease runs out.
+# Every claim is one statement (no BEGIN/COMMIT around it): take up to $limit accounts with
+# FOR UPDATE SKIP LOCKED, lease them (next_check_at pushed forward, lease_sweep_id set), and
+# add them to the sweep row's `claimed` in the same transaction. A lease keeps other sweeps
+# off the account until the check is written or the lease runs out. Each returns the ids
+# and, on every row, how many accounts the sweep has claimed but not yet reported, so the
+# claimer knows whether it runs too far ahead without reading the sweep row again.
+# `a.id = ANY(ARRAY(SELECT id FROM due))`, not `FROM due WHERE a.id = due.id`: the generic
+# plan of a prepared statement cannot see the LIMIT's value, guesses a tenth of the table,
+# and joins by hash over a sequential scan of every account; the array keeps it on the key.
+#
+# Scheduled sweeps take what is due, oldest first: the claimed rows move to the far end of
+# accounts_due, so the next claim starts on fresh ones.
 CLAIM_DUE = """
 WITH due AS (
     SELECT id FROM accounts
-    WHERE disconnected_at IS NULL
-      AND ($2::text IS NULL OR platform = $2)
-      AND ($3::text IS NULL OR id = $3)
-      AND CASE WHEN $4::boolean
-               THEN last_sweep_id IS DISTINCT FROM $1
-                    AND (lease_sweep_id IS NULL OR next_check_at <= now())
-               ELSE next_check_at <= now() END
+    WHERE disconnected_at IS NULL AND next_check_at <= now()
     ORDER BY next_check_at
-    LIMIT $5
+    LIMIT $2
     FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE accounts a
+    SET next_check_at = now() + make_interval(secs => $3),
+        last_sweep_id = $1,
+        lease_sweep_id = $1
+    WHERE a.id = ANY(ARRAY(SELECT id FROM due))
+    RETURNING a.id
+), counted AS (
+    UPDATE sweeps SET claimed = claimed + (SELECT count(*) FROM leased)
+    WHERE id = $1
+    RETURNING claimed - checked - skipped AS ahead
 )
-UPDATE accounts a
-SET next_check_at = now() + make_interval(secs => $6),
-    last_sweep_id = $1,
-    lease_sweep_id = $1
-FROM due WHERE a.id = due.id
-RETURNING a.id
+SELECT leased.id, counted.ahead FROM leased, counted
 """
+# A manual sweep takes every account in its scope, due or not, in primary-key order from
+# its resume key (`claim_cursor`: the largest id it has claimed, stored by the same
+# statement), so each claim reads only accounts the sweep has not passed yet: the plan is a
+# range scan of accounts_pkey at every size. An account leased to another sweep whose lease
+# still runs is passed over (that sweep is checking it now); so is one another transaction
+# holds locked at that instant (SKIP LOCKED: an import or reconnect, which makes it due for
+# the next scheduled sweep, a disconnect, or another sweep's claim or outcome). One
+# platform's sweep reads the other platforms' rows on the way (nine platforms: about nine
+# rows read per account claimed), once each.
+CLAIM_SCOPE = """
+WITH due AS (
+    SELECT id FROM accounts
+    WHERE id > coalesce((SELECT claim_cursor FROM sweeps WHERE id = $1), '')
+      AND disconnected_at IS NULL
+      AND ($2::text IS NULL OR platform = $2)
+      AND (lease_sweep_id IS NULL OR next_check_at <= now())
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE accounts a
+    SET next_check_at = now() + make_interval(secs => $4),
+        last_sweep_id = $1,
+        lease_sweep_id = $1
+    WHERE a.id = ANY(ARRAY(SELECT id FROM due))
+    RETURNING a.id
+), counted AS (
+    UPDATE sweeps SET claimed = claimed + (SELECT count(*) FROM leased),
+                      claim_cursor = coalesce((SELECT max(id) FROM leased), claim_cursor)
+    WHERE id = $1
+    RETURNING claimed - checked - skipped AS ahead
+)
+SELECT leased.id, counted.ahead FROM leased, counted
+"""
+# A one-account sweep: the key alone; taken once (the cursor then passes it).
+CLAIM_ONE = """
+WITH due AS (
+    SELECT id FROM accounts
+    WHERE id = $2
+      AND id > coalesce((SELECT claim_cursor FROM sweeps WHERE id = $1), '')
+      AND disconnected_at IS NULL
+      AND (lease_sweep_id IS NULL OR next_check_at <= now())
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE accounts a
+    SET next_check_at = now() + make_interval(secs => $3),
+        last_sweep_id = $1,
+        lease_sweep_id = $1
+    WHERE a.id = ANY(ARRAY(SELECT id FROM due))
+    RETURNING a.id
+), counted AS (
+    UPDATE sweeps SET claimed = claimed + (SELECT count(*) FROM leased),
+                      claim_cursor = coalesce((SELECT max(id) FROM leased), claim_cursor)
+    WHERE id = $1
+    RETURNING claimed - checked - skipped AS ahead
+)
+SELECT leased.id, counted.ahead FROM leased, counted
+"""
+# How far ahead of its checkers a sweep is (claimed, not yet reported).
+SWEEP_AHEAD = "SELECT claimed - checked - skipped FROM sweeps WHERE id = $1"
 
 # Everything a check needs, for one batch, in one round trip. Rows whose lease this sweep
 # no longer holds (finished by an earlier try of the batch, re-claimed after the lease ran
@@ -143,7 +211,7 @@ UPDATE sweeps s SET
     refreshed = s.refreshed + $11
 FROM counts c
 WHERE s.id = $1
-RETURNING c.checked, c.skipped
+RETURNING c.checked, c.skipped, s.status
 """
 
 # --- tokens during checks --------------------------------------------------------------------
@@ -199,22 +267,34 @@ async def start_sweep(conn: asyncpg.Pool, sweep_id: int) -> asyncpg.Record | Non
     return row
 
 
-async def claim_due(
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    ids: list[str]
+    ahead: int  # accounts the sweep has claimed and not yet reported, these included
+
+
+async def claim(
     conn: asyncpg.Connection | asyncpg.Pool,
     sweep_id: int,
     *,
+    manual: bool,
     platform: str | None,
     account_id: str | None,
-    force: bool,
     limit: int,
     lease_seconds: float,
-) -> list[str]:
-    rows = await conn.fetch(CLAIM_DUE, sweep_id, platform, account_id, force, limit, lease_seconds)
-    return [r["id"] for r in rows]
+) -> Claimed:
+    """Lease the sweep's next batch and count it on the sweep row, in one statement."""
+    if not manual:
+        rows = await conn.fetch(CLAIM_DUE, sweep_id, limit, lease_seconds)
+    elif account_id is not None:
+        rows = await conn.fetch(CLAIM_ONE, sweep_id, account_id, lease_seconds)
+    else:
+        rows = await conn.fetch(CLAIM_SCOPE, sweep_id, platform, limit, lease_seconds)
+    return Claimed([r["id"] for r in rows], int(rows[0]["ahead"]) if rows else 0)
 
 
-async def add_claimed(conn: asyncpg.Connection | asyncpg.Pool, sweep_id: int, n: int) -> None:
-    await conn.execute(ADD_CLAIMED, sweep_id, n)
+async def sweep_ahead(conn: asyncpg.Connection | asyncpg.Pool, sweep_id: int) -> int:
+    return int(await conn.fetchval(SWEEP_AHEAD, sweep_id) or 0)
 
 
 async def end_claiming(conn: asyncpg.Pool, sweep_id: int) -> None:
@@ -246,11 +326,18 @@ async def load_batch(conn: asyncpg.Pool, sweep_id: int, ids: list[str]) -> list[
     return rows
 
 
+@dataclass(frozen=True, slots=True)
+class Applied:
+    checked: int
+    skipped: int
+    claiming: bool  # the sweep is still claiming: its claimer will close it, not this batch
+
+
 async def apply_outcomes(
     conn: asyncpg.Pool, sweep_id: int, outcomes: list[Outcome], refreshed: int
-) -> tuple[int, int]:
+) -> Applied:
     if not outcomes:
-        return 0, 0
+        return Applied(0, 0, False)
     row = await conn.fetchrow(
         APPLY_OUTCOMES,
         sweep_id,
@@ -267,8 +354,8 @@ async def apply_outcomes(
         [o.source for o in outcomes],
     )
     if row is None:  # the sweep row is gone; the accounts were still written
-        return 0, 0
-    return int(row["checked"]), int(row["skipped"])
+        return Applied(0, 0, False)
+    return Applied(int(row["checked"]), int(row["skipped"]), row["status"] == "claiming")
 
 
 async def read_tokens(conn: asyncpg.Pool, account_id: str) -> asyncpg.Record | None:
