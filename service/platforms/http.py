@@ -93,6 +93,7 @@ class HTTPAdapter(PlatformAdapter):
                 params=params,
                 data=data,
                 timeout_seconds=self.timeout.total or 10.0,
+                json=json,
             )
         try:
             async with self.session.request(

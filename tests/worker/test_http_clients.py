@@ -94,3 +94,42 @@ def test_a_process_that_used_reqwest_exits_cleanly() -> None:
             [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("client", ["reqwest", "aiohttp"])
+async def test_both_clients_send_a_json_body(client: str) -> None:
+    # Bluesky's createSession and other JSON posts go through the same call
+    import aiohttp
+    from aiohttp import web
+
+    from service.platforms.mastodon import MastodonAdapter
+    from service.platforms.reqwest import ReqwestTransport
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(
+            {"type": request.content_type, "body": await request.json()}, status=201
+        )
+
+    app = web.Application()
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    transport = ReqwestTransport(max_connections=2) if client == "reqwest" else None
+    try:
+        async with aiohttp.ClientSession() as session:
+            adapter = MastodonAdapter(session, f"http://127.0.0.1:{port}")
+            adapter.transport = transport
+            reply = await adapter.call(
+                "POST", f"http://127.0.0.1:{port}/echo", json={"identifier": "ada", "n": 1}
+            )
+    finally:
+        if transport is not None:
+            await transport.close()
+        await runner.cleanup()
+    assert (reply.status, reply.body) == (
+        201,
+        {"type": "application/json", "body": {"identifier": "ada", "n": 1}},
+    )
