@@ -494,9 +494,15 @@ async def test_the_worker_process_delivers(
         (received,) = await receiver.wait("/worker", 1)
         assert received.verified(hook["secret"])["type"] == "account.connected"
     finally:
-        await worker.close()
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        worker.allow_pick_jobs = False  # let running jobs end: see test_internal_usage
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=30)
+        try:
+            await worker.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def test_a_refresh_refused_is_deactivated_with_source_refresh(

@@ -53,10 +53,21 @@ async def worker(
         assert not task.done(), task
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
-    yield w
-    await w.close()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    try:
+        yield w
+    finally:
+        # Let running jobs end first: arq's close() cancels them and then raises that
+        # cancellation (its gather has no return_exceptions), skipping its own shutdown, and
+        # the loop would keep a worker of this test consuming the next tests' queue.
+        w.allow_pick_jobs = False
+        running = [t for t in w.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=30)
+        try:
+            await w.close()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def report(internal: Api, key: str, account_id: str, body: Any) -> tuple[int, Any]:
