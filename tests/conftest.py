@@ -4,6 +4,7 @@ platform sandbox, over real HTTP)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -287,3 +288,21 @@ async def seeded(make_key: Any, import_lines: Any) -> str:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+async def stop_in_loop_worker(worker: Any, task: asyncio.Task[Any]) -> None:
+    """Stop an arq worker running in this event loop (`task` runs its `async_run`).
+
+    Running jobs end first: arq's close() cancels them and then re-raises that cancellation
+    (its gather has no return_exceptions), skipping its own shutdown, and the loop would keep
+    a worker of one test consuming the next tests' queue. The task is cancelled whatever
+    close() does."""
+    worker.allow_pick_jobs = False
+    running = [t for t in worker.tasks.values() if not t.done()]
+    if running:
+        await asyncio.wait(running, timeout=30)
+    try:
+        await worker.close()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -18,7 +18,7 @@ from service.core.jobs import enqueue_sweep
 from service.core.repository import sweeps
 from service.core.settings import Settings
 from service.core.vault import Vault
-from tests.conftest import Api, with_tokens
+from tests.conftest import Api, stop_in_loop_worker, with_tokens
 from tests.webhooks.conftest import (
     Answer,
     Receiver,
@@ -494,15 +494,7 @@ async def test_the_worker_process_delivers(
         (received,) = await receiver.wait("/worker", 1)
         assert received.verified(hook["secret"])["type"] == "account.connected"
     finally:
-        worker.allow_pick_jobs = False  # let running jobs end: see test_internal_usage
-        running = [t for t in worker.tasks.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=30)
-        try:
-            await worker.close()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await stop_in_loop_worker(worker, task)
 
 
 async def test_a_refresh_refused_is_deactivated_with_source_refresh(

@@ -16,7 +16,7 @@ from arq.worker import Worker
 
 from service.core.settings import Settings
 from service.platforms.config import PlatformSettings
-from tests.conftest import Api
+from tests.conftest import Api, stop_in_loop_worker
 from tests.worker.conftest import Sandbox
 from tests.worker.test_internal_credentials import line
 from worker.assembly import make_worker
@@ -56,18 +56,7 @@ async def worker(
     try:
         yield w
     finally:
-        # Let running jobs end first: arq's close() cancels them and then raises that
-        # cancellation (its gather has no return_exceptions), skipping its own shutdown, and
-        # the loop would keep a worker of this test consuming the next tests' queue.
-        w.allow_pick_jobs = False
-        running = [t for t in w.tasks.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=30)
-        try:
-            await w.close()
-        finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await stop_in_loop_worker(w, task)
 
 
 async def report(internal: Api, key: str, account_id: str, body: Any) -> tuple[int, Any]:
